@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 PIDBOX_MAX_AGE = 120.0
 #: Seconds between two prune passes of one process.
 PRUNE_EVERY = 30.0
+#: Longest single wait for a message (see Transport.drain_events).
+MAX_DRAIN_SECONDS = 0.5
 
 
 class Channel(filesystem.Channel):
@@ -119,3 +121,11 @@ def prune_orphans(queue_folder: Path, tmp_folder: Path, *, now: float | None = N
 class Transport(filesystem.Transport):
     Channel = Channel
     global_state = filesystem.Transport.global_state
+
+    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
+        # Celery's synchronous loop drains with a 2 s timeout and runs one more drain
+        # after a shutdown request, so a warm shutdown took ~4 s; shorter drains make
+        # SIGTERM take effect within about a second at no measurable idle cost.
+        if timeout is not None:
+            timeout = min(timeout, MAX_DRAIN_SECONDS)
+        return super().drain_events(connection, timeout=timeout)
