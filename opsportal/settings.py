@@ -225,6 +225,9 @@ CELERY_BEAT_SCHEDULE: dict[str, object] = {}
 CELERY_BEAT_MAX_LOOP_INTERVAL = 5
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
+# Cardinality guard: new series beyond this many are refused (existing ones keep recording).
+MONITORING_MAX_SERIES = env_int("OPSPORTAL_MAX_SERIES", 20_000, minimum=100)
+
 # How often beat and workers write their liveness row, and when a row is stale.
 LIVENESS_INTERVAL_SECONDS = 5
 LIVENESS_STALE_SECONDS = 30

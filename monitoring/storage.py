@@ -1,0 +1,249 @@
+"""Writing samples: the one public way for any app to record a metric.
+
+``record()`` validates readings (metric and label names, label count, finite values),
+resolves series identities (name + labels, ``host`` always included) through a
+per-process cache, refuses new series beyond the cardinality cap, bulk-inserts the
+samples and moves each series' latest-value cache forward — a constant number of
+queries per call, whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from monitoring.models import Sample, Series
+
+METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
+LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+#: Labels per series, ``host`` included.
+MAX_LABELS = 10
+MAX_LABEL_VALUE = 200
+#: Seconds the cached series count may be old when checking the cardinality cap.
+_COUNT_TTL = 30.0
+
+
+class InvalidReading(ValueError):
+    """A reading that cannot be stored; ``field`` names what is wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reading:
+    name: str
+    value: float
+    labels: Mapping[str, str] = field(default_factory=dict)
+    ts: dt.datetime | None = None
+    kind: str = Series.Kind.GAUGE
+
+
+@dataclass
+class RecordResult:
+    accepted: int = 0
+    #: (index in the input, reason) of each reading that was not stored.
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+def labels_key(labels: Mapping[str, str]) -> str:
+    """Return the canonical text of ``labels`` (sorted keys, compact JSON)."""
+    return json.dumps(dict(sorted(labels.items())), separators=(",", ":"), ensure_ascii=False)
+
+
+def validate(reading: Reading, host: str) -> tuple[str, dict[str, str], float]:
+    """Return (name, labels with host, value) or raise :class:`InvalidReading`."""
+    if not isinstance(reading.name, str) or not METRIC_NAME.match(reading.name):
+        raise InvalidReading("name", "must match [a-zA-Z_:][a-zA-Z0-9_:]* (at most 200 characters)")
+    if not isinstance(reading.labels, Mapping):
+        raise InvalidReading("labels", "must be an object of label names to string values")
+    labels: dict[str, str] = {}
+    for key, value in reading.labels.items():
+        if not isinstance(key, str) or not LABEL_NAME.match(key):
+            raise InvalidReading(f"labels.{key}", "label names must match [a-zA-Z_][a-zA-Z0-9_]*")
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidReading(f"labels.{key}", "label values must be strings")
+        text = str(value)
+        if len(text) > MAX_LABEL_VALUE:
+            raise InvalidReading(f"labels.{key}", f"label values are at most {MAX_LABEL_VALUE} characters")
+        labels[key] = text
+    labels.setdefault("host", host)
+    if len(labels) > MAX_LABELS:
+        raise InvalidReading("labels", f"at most {MAX_LABELS} labels per series, host included")
+    value = reading.value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidReading("value", "must be a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidReading("value", "must be a finite number (no NaN or infinity)")
+    return reading.name, labels, value
+
+
+class _SeriesCache:
+    """Per-process map of (name, labels key) to series id; bounded, thread-safe."""
+
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+        self._count: tuple[float, int] = (0.0, 0)
+
+    def get_many(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return {k: self._ids[k] for k in keys if k in self._ids}
+
+    def put_many(self, items: Mapping[tuple[str, str], int]) -> None:
+        with self._lock:
+            if len(self._ids) + len(items) > self.MAX_ENTRIES:
+                self._ids.clear()
+            self._ids.update(items)
+
+    def series_count(self) -> int:
+        now = time.monotonic()
+        with self._lock:
+            at, count = self._count
+        if now - at > _COUNT_TTL:
+            count = Series.objects.count()
+            with self._lock:
+                self._count = (now, count)
+        return count
+
+    def added(self, n: int) -> None:
+        with self._lock:
+            at, count = self._count
+            self._count = (at, count + n)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+            self._count = (0.0, 0)
+
+
+series_cache = _SeriesCache()
+
+
+def max_series() -> int:
+    return int(getattr(settings, "MONITORING_MAX_SERIES", 20_000))
+
+
+def record(
+    readings: Iterable[Reading],
+    *,
+    host: str | None = None,
+    now: dt.datetime | None = None,
+    interval_seconds: int | None = None,
+) -> RecordResult:
+    """Store ``readings``; return how many were accepted and why others were not.
+
+    Readings without a time get ``now``. ``host`` (default ``OPSPORTAL_HOSTNAME``)
+    is added as a label where the reading has none. New series beyond the
+    ``MONITORING_MAX_SERIES`` cap are refused; existing series keep recording.
+    """
+    host = host or settings.HOSTNAME
+    now = now or timezone.now()
+    result = RecordResult()
+    valid: list[tuple[int, tuple[str, str], dict[str, str], float, dt.datetime, str]] = []
+    for index, reading in enumerate(readings):
+        try:
+            name, labels, value = validate(reading, host)
+        except InvalidReading as error:
+            result.rejected.append((index, str(error)))
+            continue
+        ts = reading.ts or now
+        valid.append((index, (name, labels_key(labels)), labels, value, ts, reading.kind))
+    if not valid:
+        return result
+
+    with transaction.atomic():
+        ids = resolve_series(
+            {key: (labels, kind) for _, key, labels, _, _, kind in valid},
+            interval_seconds=interval_seconds,
+        )
+        samples = []
+        latest: dict[int, tuple[dt.datetime, float]] = {}
+        for index, key, _, value, ts, _ in valid:
+            series_id = ids.get(key)
+            if series_id is None:
+                result.rejected.append((index, f"series limit of {max_series()} reached; new series refused"))
+                continue
+            samples.append(Sample(series_id=series_id, ts=ts, value=value))
+            if series_id not in latest or ts >= latest[series_id][0]:
+                latest[series_id] = (ts, value)
+        Sample.objects.bulk_create(samples, batch_size=1000)
+        update_latest(latest)
+    result.accepted = len(samples)
+    result.rejected.sort()
+    return result
+
+
+def resolve_series(
+    wanted: Mapping[tuple[str, str], tuple[dict[str, str], str]], *, interval_seconds: int | None = None
+) -> dict[tuple[str, str], int]:
+    """Return series ids for ``wanted`` keys, creating missing ones within the cap."""
+    ids = series_cache.get_many(wanted)
+    missing = [key for key in wanted if key not in ids]
+    if missing:
+        found = _lookup(missing)
+        still = [key for key in missing if key not in found]
+        room = max(0, max_series() - series_cache.series_count())
+        creatable = still[:room]
+        if creatable:
+            Series.objects.bulk_create(
+                [
+                    Series(
+                        name=name,
+                        labels=wanted[(name, lkey)][0],
+                        labels_key=lkey,
+                        host=wanted[(name, lkey)][0].get("host", ""),
+                        kind=wanted[(name, lkey)][1],
+                        interval_seconds=interval_seconds or 10,
+                    )
+                    for name, lkey in creatable
+                ],
+                ignore_conflicts=True,  # another process may create the same series meanwhile
+            )
+            series_cache.added(len(creatable))
+            found.update(_lookup(creatable))
+        series_cache.put_many(found)
+        ids.update(found)
+    return ids
+
+
+def _lookup(keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    found: dict[tuple[str, str], int] = {}
+    names = {name for name, _ in keys}
+    lkeys = {lkey for _, lkey in keys}
+    wanted = set(keys)
+    for chunk_start in range(0, len(lkeys), 500):
+        chunk = sorted(lkeys)[chunk_start : chunk_start + 500]
+        rows = Series.objects.filter(name__in=names, labels_key__in=chunk).values_list("id", "name", "labels_key")
+        for series_id, name, lkey in rows:
+            if (name, lkey) in wanted:
+                found[(name, lkey)] = series_id
+    return found
+
+
+def update_latest(latest: Mapping[int, tuple[dt.datetime, float]]) -> None:
+    """Move each series' latest-value cache forward (never backwards to an older push)."""
+    if not latest:
+        return
+    current = dict(Series.objects.filter(id__in=list(latest)).values_list("id", "last_at"))
+    changed = [
+        Series(id=sid, last_at=ts, last_value=value)
+        for sid, (ts, value) in latest.items()
+        if current.get(sid) is None or ts >= current[sid]
+    ]
+    Series.objects.bulk_update(changed, ["last_at", "last_value"], batch_size=500)
