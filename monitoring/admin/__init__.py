@@ -1,0 +1,3 @@
+"""Admin pages of the monitoring app, one module per model family."""
+
+from monitoring.admin import processes  # noqa: F401
