@@ -17,6 +17,13 @@ class Series(models.Model):
         GAUGE = "gauge", _("gauge")
         COUNTER = "counter", _("counter")
 
+    class Status(models.TextChoices):
+        HEALTHY = "healthy", _("healthy")
+        WARNING = "warning", _("warning")
+        CRITICAL = "critical", _("critical")
+        UNKNOWN = "unknown", _("unknown (no data)")
+        STALE = "stale", _("stale (no recent sample)")
+
     name = models.CharField(_("metric"), max_length=200, db_index=True)
     labels = models.JSONField(_("labels"), default=dict, help_text=_("Label names and values, host included."))
     labels_key = models.CharField(
@@ -32,6 +39,11 @@ class Series(models.Model):
     last_value = models.FloatField(_("latest value"), null=True, blank=True)
     last_at = models.DateTimeField(_("latest sample at"), null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    # Threshold state, maintained by monitoring.status (hysteresis and "for" need memory).
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.UNKNOWN, db_index=True)
+    status_since = models.DateTimeField(_("status since"), null=True, blank=True)
+    breach_level = models.CharField(_("pending level"), max_length=16, blank=True)
+    breach_since = models.DateTimeField(_("breached since"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("series")
