@@ -106,6 +106,25 @@ class Rollup(models.Model):
         return f"{self.series_id} {self.resolution}s @ {self.bucket:%Y-%m-%d %H:%M}: avg {self.avg:g}"
 
 
+class RollupProgress(models.Model):
+    """How far one rollup resolution is complete: its watermark.
+
+    Every bucket that ends at or before ``rolled_until`` has been rolled up, so each
+    run of :mod:`monitoring.rollups` starts there and touches only new data.
+    """
+
+    resolution = models.PositiveIntegerField(_("resolution (s)"), choices=Rollup.Resolution.choices, unique=True)
+    rolled_until = models.DateTimeField(_("rolled up until"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("rollup progress")
+        verbose_name_plural = _("rollup progress")
+
+    def __str__(self) -> str:
+        return f"{self.get_resolution_display()} until {self.rolled_until}"
+
+
 class Retention(models.Model):
     """How long data of one resolution is kept; edited in the admin."""
 
