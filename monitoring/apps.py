@@ -17,4 +17,17 @@ class MonitoringConfig(AppConfig):
             "task": "monitoring.housekeeping",
             "every_seconds": 60,
         },
+        {
+            "name": "Series status: evaluate thresholds",
+            "task": "monitoring.evaluate_status",
+            "every_seconds": 10,
+            "description": "Set each series' status (healthy, warning, critical, unknown, stale) from the thresholds.",
+        },
     ]
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from monitoring.defaults import on_post_migrate
+
+        post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="monitoring.default_thresholds")

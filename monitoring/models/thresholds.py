@@ -107,11 +107,6 @@ class Threshold(models.Model):
         inner = ", ".join(f'{k}="{v}"' for k, v in sorted((self.labels or {}).items()))
         return f"{self.metric}{{{inner}}}" if inner else self.metric
 
-    def compute_labels_key(self) -> str:
-        from monitoring.storage import labels_key
-
-        return labels_key(self.labels if isinstance(self.labels, dict) else {})
-
     def save(self, *args: Any, **kwargs: Any) -> None:
         self.labels = self.labels or {}
         self.labels_key = self.compute_labels_key()
@@ -119,6 +114,11 @@ class Threshold(models.Model):
         if update_fields is not None and "labels" in update_fields:
             kwargs["update_fields"] = {*update_fields, "labels_key"}
         super().save(*args, **kwargs)
+
+    def compute_labels_key(self) -> str:
+        from monitoring.storage import labels_key
+
+        return labels_key(self.labels if isinstance(self.labels, dict) else {})
 
     def clean(self) -> None:
         """Check the invariants an operator can break; every error names its field."""
@@ -161,7 +161,8 @@ class Threshold(models.Model):
             if not LABEL_NAME.match(key):
                 error("labels", _("“%(key)s” is not a label name: use letters, digits and _") % {"key": key})
             elif not isinstance(value, str):
-                error("labels", _('the value of “%(key)s” must be text, e.g. "%(value)s"') % {"key": key, "value": value})
+                message = _('the value of “%(key)s” must be text, e.g. "%(value)s"') % {"key": key, "value": value}
+                error("labels", message)
 
     def _clean_levels(self, error: Any) -> None:
         for name in ("warning", "critical", "clear"):
