@@ -23,6 +23,20 @@ class MonitoringConfig(AppConfig):
             "every_seconds": 10,
             "description": "Set each series' status (healthy, warning, critical, unknown, stale) from the thresholds.",
         },
+        {
+            "name": "Storage: roll samples up to 1-minute and 1-hour buckets",
+            "task": "monitoring.rollup",
+            "every_seconds": 60,
+            "expire_seconds": 50,
+            "description": "Min, max, avg, count and last per bucket; resumes from where the last run stopped.",
+        },
+        {
+            "name": "Storage: delete data past its retention",
+            "task": "monitoring.retention",
+            "every_seconds": 600,
+            "expire_seconds": 540,
+            "description": "Keep periods per resolution are edited under Monitoring > Retention.",
+        },
     ]
 
     def ready(self) -> None:
@@ -31,3 +45,7 @@ class MonitoringConfig(AppConfig):
         from monitoring.defaults import on_post_migrate
 
         post_migrate.connect(on_post_migrate, sender=self, dispatch_uid="monitoring.default_thresholds")
+
+        from monitoring.retention import seed_defaults as seed_retention
+
+        post_migrate.connect(seed_retention, sender=self, dispatch_uid="monitoring.default_retention")

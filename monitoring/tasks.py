@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from monitoring import liveness, status
+from monitoring import liveness, retention, rollups, status
 
 
 @shared_task(name="monitoring.housekeeping")
@@ -15,3 +15,15 @@ def housekeeping() -> str:
 def evaluate_status() -> str:
     """Set every series' status from the thresholds (see monitoring.status)."""
     return str(status.evaluate())
+
+
+@shared_task(name="monitoring.rollup")
+def rollup() -> str:
+    """Roll new raw samples up to minutes and new minutes up to hours (see monitoring.rollups)."""
+    return str(rollups.run())
+
+
+@shared_task(name="monitoring.retention")
+def enforce_retention() -> str:
+    """Delete samples and rollups past their keep period, in batches (see monitoring.retention)."""
+    return str(retention.enforce())
