@@ -25,6 +25,12 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.send_json({"type": "snapshot", "sections": {}})
 
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any) -> None:
+        """Drop empty and binary frames, which the JSON consumer would raise on (closing the socket)."""
+        if not text_data:
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Clients have nothing to say yet; frames are ignored."""
 

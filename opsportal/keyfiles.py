@@ -48,4 +48,5 @@ def read_or_create(folder: Path, name: str, make: Callable[[], str]) -> str:
         finally:
             tmp.unlink(missing_ok=True)
         time.sleep(0.01)
-    raise OSError(f"could not create {path}")
+    # link() publishes a complete file, so an empty one is not a race in progress.
+    raise OSError(f"{path} is empty; remove it to generate a new key")

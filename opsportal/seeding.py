@@ -79,8 +79,15 @@ def seed_periodic_tasks(specs: list[dict[str, Any]]) -> int:
 
 def seed_groups() -> None:
     """Create Viewers, On-call and Editors and add the permissions they lack."""
+    from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
 
+    # post_migrate reaches ``opsportal`` before the apps listed after it in
+    # INSTALLED_APPS, whose permissions would not exist yet on a fresh database:
+    # create them now (idempotent) so the groups are complete after the first migrate.
+    for config in global_apps.get_app_configs():
+        if config.label in MANAGED_APPS:
+            create_permissions(config, verbosity=0, interactive=False)
     perms = list(Permission.objects.filter(content_type__app_label__in=MANAGED_APPS).select_related("content_type"))
     viewing = [p for p in perms if p.codename.startswith("view_")]
     on_call = viewing + [p for p in perms if p.codename in ON_CALL_CODENAMES]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
@@ -39,21 +40,34 @@ except OSError as exc:
     raise EnvError("OPSPORTAL_DATA_DIR", f"folder {str(DATA_DIR)!r} is not writable ({exc.strerror})") from None
 SECRETS_DIR = DATA_DIR / "secrets"
 
+
+def _generated_key(variable: str, filename: str, make: Callable[[], str]) -> str:
+    """Return the key kept in ``SECRETS_DIR/filename`` for an unset ``variable``."""
+    try:
+        return read_or_create(SECRETS_DIR, filename, make)
+    except (OSError, UnicodeError) as exc:
+        raise EnvError(variable, f"unset, and the generated key file cannot be used: {exc}") from None
+
+
 # --- core ---------------------------------------------------------------------
 DEBUG = env_bool("OPSPORTAL_DEBUG", False)
 HTTPS = env_bool("OPSPORTAL_HTTPS", False)
-SECRET_KEY = env_str("OPSPORTAL_SECRET_KEY") or read_or_create(SECRETS_DIR, "secret_key", new_secret_key)
+SECRET_KEY = env_str("OPSPORTAL_SECRET_KEY") or _generated_key("OPSPORTAL_SECRET_KEY", "secret_key", new_secret_key)
 if len(SECRET_KEY) < 32:
     raise EnvError("OPSPORTAL_SECRET_KEY", "expected at least 32 characters")
-FERNET_KEYS = env_list("OPSPORTAL_FERNET_KEYS") or [read_or_create(SECRETS_DIR, "fernet_keys", new_fernet_key)]
+FERNET_KEYS = env_list("OPSPORTAL_FERNET_KEYS") or [
+    _generated_key("OPSPORTAL_FERNET_KEYS", "fernet_keys", new_fernet_key)
+]
 try:
     from cryptography.fernet import Fernet
 
     for _key in FERNET_KEYS:
         Fernet(_key)
 except ValueError:
+    _where = "" if env_list("OPSPORTAL_FERNET_KEYS") else f" (read from {str(SECRETS_DIR / 'fernet_keys')!r})"
     raise EnvError(
-        "OPSPORTAL_FERNET_KEYS", "expected comma-separated Fernet keys (32 url-safe base64-encoded bytes each)"
+        "OPSPORTAL_FERNET_KEYS",
+        f"expected comma-separated Fernet keys (32 url-safe base64-encoded bytes each){_where}",
     ) from None
 
 ALLOWED_HOSTS = env_list("OPSPORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
@@ -86,9 +100,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response (static files, HTTPS redirects too) carries the id.
+    "opsportal.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "opsportal.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
