@@ -64,5 +64,5 @@ class StaffOnlyMiddleware:
         if not (user.is_active and user.is_staff):
             if api:
                 return JsonResponse({"error": "staff only"}, status=403)
-            return render(request, "403.html", status=403)
+            return render(request, "403.html", {"not_staff": True}, status=403)
         return self.get_response(request)

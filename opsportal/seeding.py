@@ -1,11 +1,13 @@
 """Defaults installed after ``migrate``: periodic tasks and permission groups.
 
 Both are idempotent and never overwrite what an operator edited: periodic tasks are
-``get_or_create``d by name, groups only gain missing permissions.
+``get_or_create``d by name (a deleted one comes back: disable it instead), and a
+group gets each default permission once (one an operator removed stays removed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -67,6 +69,7 @@ def seed_periodic_tasks(specs: list[dict[str, Any]]) -> int:
                     "interval": interval,
                     "expire_seconds": spec.get("expire_seconds", max(1, int(every * 0.8))),
                     "queue": spec.get("queue"),
+                    "kwargs": json.dumps(spec.get("kwargs", {})),
                     "description": spec.get("description", ""),
                     "enabled": spec.get("enabled", True),
                 },
@@ -78,9 +81,11 @@ def seed_periodic_tasks(specs: list[dict[str, Any]]) -> int:
 
 
 def seed_groups() -> None:
-    """Create Viewers, On-call and Editors and add the permissions they lack."""
+    """Create Viewers, On-call and Editors and give each default permission once."""
     from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
+
+    from opsportal.models import SeededDefault
 
     # post_migrate reaches ``opsportal`` before the apps listed after it in
     # INSTALLED_APPS, whose permissions would not exist yet on a fresh database:
@@ -98,6 +103,13 @@ def seed_groups() -> None:
     ]
     wanted = {"Viewers": viewing, "On-call": on_call, "Editors": editing}
     with transaction.atomic():
+        done = set(SeededDefault.objects.filter(key__startswith="group:").values_list("key", flat=True))
+        new_keys = []
         for name in GROUPS:
             group, _ = Group.objects.get_or_create(name=name)
-            group.permissions.add(*wanted[name])
+            fresh = {f"group:{name}:{p.content_type.app_label}.{p.codename}": p for p in wanted[name]}
+            fresh = {key: perm for key, perm in fresh.items() if key not in done}
+            # Only permissions never given before: one an operator removed stays removed.
+            group.permissions.add(*fresh.values())
+            new_keys.extend(fresh)
+        SeededDefault.objects.bulk_create([SeededDefault(key=k) for k in new_keys], ignore_conflicts=True)

@@ -125,3 +125,15 @@ def test_every_seeded_periodic_task_expires_before_its_next_run():
         assert 0 < task.expire_seconds < every, (
             f"{task.name}: expires after {task.expire_seconds}s, runs every {every}s"
         )
+
+
+def test_permission_an_operator_removed_from_a_group_stays_removed_after_migrate():
+    viewers = Group.objects.get(name="Viewers")
+    perm = viewers.permissions.get(codename="view_periodictask")
+    viewers.permissions.remove(perm)
+
+    seed_defaults()
+
+    assert not Group.objects.get(name="Viewers").permissions.filter(pk=perm.pk).exists()
+    # ...while a group that lost nothing still has it.
+    assert Group.objects.get(name="Editors").permissions.filter(pk=perm.pk).exists()
