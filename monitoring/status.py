@@ -12,8 +12,8 @@ The rules, one step at a time (:func:`step`, pure, driven by tests with fixed ``
 * Getting worse waits for ``for_duration``: the worse level must hold that long
   (``breach_level``/``breach_since`` remember the pending level and since when). A value
   that jumps from warning to critical while warning is still pending keeps the warning
-  pending; critical then needs its own ``for_duration`` once warning is confirmed, so a
-  short spike never skips the wait.
+  pending; critical's own wait starts when warning is confirmed, so a short spike never
+  skips the wait (critical may come up to one ``for_duration`` later than the spike).
 * Getting better is immediate, except that with ``clear`` (hysteresis) a warning or
   critical series becomes healthy only once its value is back past ``clear``; until then
   it shows warning (or critical, for a threshold without a warning level).
@@ -135,7 +135,11 @@ def step(
         # Critical pending, value back to warning: warning has held since the same time.
         pending = level
     if now - since >= rule.for_duration:
-        return _become(state, pending, now)
+        confirmed = _become(state, pending, now)
+        if _LEVEL_RANK[level] > _LEVEL_RANK[pending]:
+            # Warning confirmed while the value is already critical: critical's wait starts now.
+            return State(confirmed.status, confirmed.status_since, level, now)
+        return confirmed
     # While a breach waits, a series that had no status yet shows its level of now.
     shown = _become(state, current, now)
     return State(shown.status, shown.status_since, pending, since)
@@ -154,15 +158,22 @@ class ThresholdIndex:
     """The enabled thresholds by metric, most specific first, for fast matching."""
 
     def __init__(self, thresholds: Iterable[Threshold]) -> None:
-        by_metric: dict[str, list[tuple[dict[str, str], Rule]]] = {}
+        by_metric: dict[str, list[tuple[dict[str, str], Rule, int | None]]] = {}
         ordered = sorted(thresholds, key=lambda t: (-len(t.labels or {}), t.labels_key, t.pk or 0))
         for threshold in ordered:
-            by_metric.setdefault(threshold.metric, []).append((dict(threshold.labels or {}), Rule.of(threshold)))
+            entry = (dict(threshold.labels or {}), Rule.of(threshold), threshold.pk)
+            by_metric.setdefault(threshold.metric, []).append(entry)
         self._by_metric = by_metric
 
     @classmethod
     def load(cls) -> ThresholdIndex:
         return cls(Threshold.objects.filter(enabled=True))
+
+    def _match(self, metric: str, labels: Mapping[str, str]) -> tuple[Rule, int | None] | None:
+        for match, rule, pk in self._by_metric.get(metric, ()):
+            if all(labels.get(key) == value for key, value in match.items()):
+                return rule, pk
+        return None
 
     def rule_for(self, metric: str, labels: Mapping[str, str]) -> Rule | None:
         """Return the rule of the most specific threshold covering the series, if any.
@@ -170,10 +181,13 @@ class ThresholdIndex:
         Among equally specific thresholds the one whose labels sort first decides, so
         the choice never depends on the order rows come back in.
         """
-        for match, rule in self._by_metric.get(metric, ()):
-            if all(labels.get(key) == value for key, value in match.items()):
-                return rule
-        return None
+        found = self._match(metric, labels)
+        return found[0] if found else None
+
+    def threshold_id_for(self, metric: str, labels: Mapping[str, str]) -> int | None:
+        """Return the id of the threshold that decides the series, if any."""
+        found = self._match(metric, labels)
+        return found[1] if found else None
 
 
 # --- evaluating every series ------------------------------------------------------

@@ -149,6 +149,11 @@ class Threshold(models.Model):
         if errors:
             raise ValidationError(errors)
 
+    def validate_constraints(self, exclude: Any = None) -> None:
+        # clean() reports the (metric, labels) clash on the labels field, in words;
+        # Django's generic "… with this Metric and Labels key already exists" would repeat it.
+        super().validate_constraints(exclude={*(exclude or ()), "labels_key"})
+
     def _clean_labels(self, error: Any) -> None:
         if self.labels is None:
             self.labels = {}
