@@ -13,3 +13,13 @@ class AlertsConfig(AppConfig):
 
     name = "alerts"
     verbose_name = _("Alerts")
+
+    #: Default periodic tasks, seeded once by ``opsportal`` after migrate (never updated).
+    periodic_tasks = [
+        {
+            "name": "Alerts: delivery sweep (re-kick due deliveries, release expired leases)",
+            "task": "alerts.delivery_sweep",
+            "every_seconds": 10,
+            "expire_seconds": 8,
+        },
+    ]
