@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from opsportal import views
@@ -16,4 +16,5 @@ urlpatterns = [
     path("readyz", views.readyz, name="readyz"),
     path("status/", views.status_page, name="status"),
     path("admin/", admin.site.urls),
+    path("", include("monitoring.urls")),
 ]
