@@ -8,9 +8,10 @@ are rolled.
 
 Every resolution keeps a watermark (:class:`~monitoring.models.RollupProgress`): a run
 starts there, so it reads only data that arrived since the last run, whatever the
-history. A late run catches up in bounded batches (``max_batches`` windows of
-``WINDOW[resolution]``), each in its own short transaction that also moves the
-watermark, and jumps over stretches without data with one index lookup. Each window is
+history. A late run catches up in bounded batches (at most ``max_batches``, each in
+its own short transaction that also moves the watermark); a batch's window adapts so
+it writes about ``TARGET_ROWS`` buckets, and stretches without data are skipped with
+one index lookup. Each window is
 one ``INSERT ... SELECT ... ON CONFLICT DO UPDATE`` on SQLite and PostgreSQL alike, so
 re-running a window upserts the same rows.
 
@@ -34,9 +35,13 @@ from monitoring.models import Rollup, RollupProgress, Sample
 MINUTE = Rollup.Resolution.MINUTE.value
 HOUR = Rollup.Resolution.HOUR.value
 RESOLUTIONS = (MINUTE, HOUR)
-#: Time covered by one batch (one statement, one transaction) per resolution.
+#: Time covered by the first batch (one statement, one transaction) of a run.
 WINDOW = {MINUTE: dt.timedelta(minutes=10), HOUR: dt.timedelta(hours=3)}
-#: Batches one run may do per resolution: 6 h of raw data, 48 h of minutes.
+#: Sparse data widens the window up to this, so catching up never crawls.
+MAX_WINDOW = {MINUTE: dt.timedelta(days=1), HOUR: dt.timedelta(days=7)}
+#: Buckets one batch aims to write: the window doubles below half, halves above twice this.
+TARGET_ROWS = 5000
+#: Batches one run may do per resolution.
 MAX_BATCHES = 36
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -112,6 +117,7 @@ def _advance(resolution: int, limit: dt.datetime, max_batches: int) -> tuple[int
     RollupProgress.objects.get_or_create(resolution=resolution)
     rows = 0
     until: dt.datetime | None = None
+    span = WINDOW[resolution]
     for _ in range(max_batches):
         with transaction.atomic():
             # The row lock makes concurrent runs (two beats, a manual run) take turns:
@@ -127,13 +133,24 @@ def _advance(resolution: int, limit: dt.datetime, max_batches: int) -> tuple[int
                 progress.save(update_fields=["rolled_until", "updated_at"])
                 return rows, limit, False
             start = floor_time(first, resolution)
-            end = min(start + WINDOW[resolution], limit)
-            rows += rollup_window(resolution, start, end)
+            end = min(start + span, limit)
+            written = rollup_window(resolution, start, end)
             progress.rolled_until = until = end
             progress.save(update_fields=["rolled_until", "updated_at"])
-            if end >= limit:
-                return rows, until, False
+        rows += written
+        if end >= limit:
+            return rows, until, False
+        span = _next_span(resolution, span, written)
     return rows, until, True
+
+
+def _next_span(resolution: int, span: dt.timedelta, written: int) -> dt.timedelta:
+    """Return the next batch's window: wider after a light batch, narrower after a heavy one."""
+    if written < TARGET_ROWS // 2:
+        return min(span * 2, MAX_WINDOW[resolution])
+    if written > TARGET_ROWS * 2:
+        return max(span / 2, dt.timedelta(seconds=resolution))
+    return span
 
 
 def _first_source_time(resolution: int, since: dt.datetime | None) -> dt.datetime | None:
