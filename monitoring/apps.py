@@ -37,6 +37,23 @@ class MonitoringConfig(AppConfig):
             "expire_seconds": 540,
             "description": "Keep periods per resolution are edited under Monitoring > Retention.",
         },
+        *[
+            {
+                "name": f"Collection: {collector} ({where})",
+                "task": "monitoring.dispatch_collection",
+                "every_seconds": 10,
+                "kwargs": {"collector": collector},
+                "description": description,
+            }
+            for collector, where, description in (
+                ("system", "every host", "CPU, load, memory, swap, disks, network and process counts of each host."),
+                ("process", "every host", "Memory, CPU, open files and threads of the portal's own processes."),
+                ("database", "once", "Database up, SELECT 1 latency, connections and size."),
+                ("broker", "once", "Broker and channel layer up and round-trip latency."),
+                ("celery", "once", "Workers and beat alive, queue lengths."),
+                ("probes", "once", "Probes the HTTP/TCP targets that are due (each target has its own interval)."),
+            )
+        ],
     ]
 
     def ready(self) -> None:
@@ -49,3 +66,6 @@ class MonitoringConfig(AppConfig):
         from monitoring.retention import seed_defaults as seed_retention
 
         post_migrate.connect(seed_retention, sender=self, dispatch_uid="monitoring.default_retention")
+
+        # Celery task counters: connects signal receivers only, starts nothing.
+        from monitoring import signals  # noqa: F401

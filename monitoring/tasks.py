@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
-from monitoring import liveness, retention, rollups, status
+from monitoring import collectors, dispatch, liveness, retention, rollups, status
 
 
 @shared_task(name="monitoring.housekeeping")
@@ -27,3 +27,16 @@ def rollup() -> str:
 def enforce_retention() -> str:
     """Delete samples and rollups past their keep period, in batches (see monitoring.retention)."""
     return str(retention.enforce())
+
+
+@shared_task(name="monitoring.dispatch_collection", bind=True)
+def dispatch_collection(self: Task, collector: str) -> str:
+    """Send ``collector`` to every host that should run it (see monitoring.dispatch)."""
+    hosts = dispatch.dispatch(collector, expires=self.request.expires, run_here=True)
+    return f"{collector}: {', '.join(hosts) or 'no live host'}"
+
+
+@shared_task(name="monitoring.collect")
+def collect(collector: str) -> str:
+    """Run one collector on this host and record what it read (see monitoring.collectors)."""
+    return collectors.run(collector).summary()

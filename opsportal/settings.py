@@ -102,6 +102,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so every response (static files, HTTPS redirects too) carries the id.
     "opsportal.middleware.RequestIdMiddleware",
+    "monitoring.middleware.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
