@@ -27,9 +27,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from monitoring.events import status_changed
 from monitoring.models import Series, Threshold
 
 logger = logging.getLogger(__name__)
@@ -235,7 +237,9 @@ def evaluate(now: dt.datetime | None = None) -> Summary:
                 setattr(series, name, getattr(after, name))
             changed.append(series)
     if changed:
-        Series.objects.bulk_update(changed, _FIELDS, batch_size=500)
+        with transaction.atomic():
+            Series.objects.bulk_update(changed, _FIELDS, batch_size=500)
+            status_changed.send(sender=Series, series_ids=[series.pk for series in changed])
     summary.changed = len(changed)
     return summary
 

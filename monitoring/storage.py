@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from monitoring import rollups
+from monitoring.events import samples_recorded
 from monitoring.models import Sample, Series
 
 METRIC_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]{0,199}$")
@@ -187,6 +188,7 @@ def record(
                 latest[series_id] = (ts, value)
         Sample.objects.bulk_create(samples, batch_size=1000)
         update_latest(latest)
+        samples_recorded.send(sender=Series, latest=latest)
     fold_in_late(samples, now)
     result.accepted = len(samples)
     result.rejected.sort()
