@@ -9,7 +9,6 @@ import logging
 import pytest
 import time_machine
 from django.conf import settings
-from django.core.cache import cache
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -23,10 +22,8 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    # Series ids cached by an earlier test point at rows its rollback removed; rate
-    # counters of an earlier test would count against this one's token.
+    # Series ids cached by an earlier test point at rows its rollback removed.
     series_cache.clear()
-    cache.clear()
     yield
     series_cache.clear()
 

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.test import Client
@@ -33,7 +32,6 @@ ADMIN = "/admin/monitoring/apitoken/"
 @pytest.fixture(autouse=True)
 def _fresh_caches():
     series_cache.clear()
-    cache.clear()
     yield
     series_cache.clear()
 
