@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import hashlib
 import hmac
 import json
@@ -17,7 +15,6 @@ from email.utils import format_datetime
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from django.test import override_settings
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
@@ -27,7 +24,9 @@ from alerts.models import Delivery, NotificationChannel
 from alerts.transports import Outcome, transport_for
 from alerts.transports.email import subject_for
 from alerts.transports.webhook import parse_retry_after
-from tests.alerts.delivery_helpers import NOW, make_alert, make_channel, transition
+from tests.alerts.delivery_helpers import NOW, Sink, make_alert, make_channel, smtp_sink, transition
+
+__all__ = ["smtp_sink"]  # the SMTP sink fixture
 
 SECRET = "s3cret-for-hmac-0042"
 
@@ -277,50 +276,6 @@ def test_a_refused_connection_is_retried() -> None:
 
 
 # --- email -------------------------------------------------------------------------------
-
-
-class Sink:
-    """An aiosmtpd handler that keeps messages, or refuses recipients with a given reply."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.envelopes: list[Any] = []
-        self.rcpt_reply: str | None = None
-
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.envelopes.append(envelope)
-        self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
-        return "250 Message accepted"
-
-
-@pytest.fixture
-def smtp_sink() -> Iterator[Sink]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    sink = Sink()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with override_settings(
-            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
-            EMAIL_HOST="127.0.0.1",
-            EMAIL_PORT=port,
-            EMAIL_HOST_USER="",
-            EMAIL_HOST_PASSWORD="",
-            EMAIL_USE_TLS=False,
-            EMAIL_USE_SSL=False,
-            DEFAULT_FROM_EMAIL="opsportal@example.com",
-        ):
-            yield sink
-    finally:
-        controller.stop()
 
 
 @pytest.mark.django_db
