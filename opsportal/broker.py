@@ -22,7 +22,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from kombu.transport import filesystem
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem, virtual
 from kombu.transport.virtual import Empty
 from kombu.utils.encoding import bytes_to_str, str_to_bytes
 from kombu.utils.json import dumps, loads
@@ -58,7 +59,7 @@ class Channel(filesystem.Channel):
     def bad_folder(self) -> Path:
         return self.root / "bad"
 
-    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:
+    def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(time.monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
         tmp = self.tmp_folder / f"{name}.part"
         try:
@@ -67,9 +68,9 @@ class Channel(filesystem.Channel):
             os.replace(tmp, os.path.join(self.data_folder_out, name))
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise filesystem.ChannelError(f"Cannot add a message to queue {queue!r}") from exc
+            raise ChannelError(f"Cannot add a message to queue {queue!r}") from exc
 
-    def _get(self, queue: str) -> Any:
+    def _get(self, queue: str, timeout: float | None = None) -> Any:
         self._maybe_prune()
         suffix = f".{queue}.msg"
         for filename in sorted(os.listdir(self.data_folder_in)):
@@ -120,12 +121,41 @@ def prune_orphans(queue_folder: Path, tmp_folder: Path, *, now: float | None = N
 
 class Transport(filesystem.Transport):
     Channel = Channel
-    global_state = filesystem.Transport.global_state
 
-    def drain_events(self, connection: Any, timeout: float | None = None) -> Any:
-        # Celery's synchronous loop drains with a 2 s timeout and runs one more drain
-        # after a shutdown request, so a warm shutdown took ~4 s; shorter drains make
-        # SIGTERM take effect within about a second at no measurable idle cost.
-        if timeout is not None:
-            timeout = min(timeout, MAX_DRAIN_SECONDS)
-        return super().drain_events(connection, timeout=timeout)
+    #: Declared exchanges and bindings, one record per broker folder. kombu keeps one
+    #: per process for every filesystem connection, so a second connection to another
+    #: folder believed its queues already bound and its messages went nowhere.
+    _states: dict[str, virtual.BrokerState] = {}
+
+    def __init__(self, client: Any, **kwargs: Any) -> None:
+        super().__init__(client, **kwargs)
+        folder = os.path.abspath(client.transport_options.get("control_folder", "control"))
+        self.state = self._states.setdefault(folder, virtual.BrokerState())
+
+    def drain_events(self, connection: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Wait up to ``timeout`` for a message, in slices that notice a worker's shutdown.
+
+        Celery's synchronous loop drains with a 2 s timeout and runs one more drain
+        after a shutdown request, so a warm shutdown took ~4 s. Waiting in slices of
+        ``MAX_DRAIN_SECONDS`` and giving up once the worker is stopping makes SIGTERM
+        take effect within about a second, while every other caller (a control-plane
+        ping collecting replies, for one) still waits its whole ``timeout``.
+        """
+        if timeout is None or timeout <= 0:
+            return super().drain_events(connection, timeout=timeout, **kwargs)
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                slice_ = max(0.01, min(remaining, MAX_DRAIN_SECONDS))
+                return super().drain_events(connection, timeout=slice_, **kwargs)
+            except TimeoutError:  # what kombu raises as socket.timeout
+                if deadline - time.monotonic() <= 0 or _worker_stopping():
+                    raise
+
+
+def _worker_stopping() -> bool:
+    """Return True once this process is a Celery worker asked to shut down."""
+    from celery.worker import state
+
+    return state.should_stop is not None or state.should_terminate is not None

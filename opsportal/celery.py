@@ -15,6 +15,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery.signals import setup_logging
 from django.conf import settings
+from kombu import Exchange, Queue
 
 from opsportal.env import EnvError, exit_on_env_error
 
@@ -41,15 +42,36 @@ def _use_django_logging(**kwargs: Any) -> None:
     logging.config.dictConfig(settings.LOGGING)
 
 
+def host_queue(hostname: str | None = None) -> str:
+    """Return the queue only the workers of ``hostname`` (default: this host) consume."""
+    return f"host.{hostname or settings.HOSTNAME}"
+
+
 def worker_queues(hostname: str | None = None) -> list[str]:
     """Return the queues a worker on this host consumes: the default and its host queue."""
-    return [settings.CELERY_TASK_DEFAULT_QUEUE, f"host.{hostname or settings.HOSTNAME}"]
+    return [settings.CELERY_TASK_DEFAULT_QUEUE, host_queue(hostname)]
+
+
+class HostQueue(bootsteps.Step):
+    """Make every worker consume its host queue ``host.<OPSPORTAL_HOSTNAME>`` too.
+
+    Added when the blueprint is applied, which is after ``-Q``/``-X`` were handled,
+    so ``celery -A opsportal worker -Q celery`` still gets its host queue (the
+    per-host collection dispatcher routes there).
+    """
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        name = host_queue()
+        # The same shape Celery gives a queue it creates for a sender (its own direct
+        # exchange), so ``apply_async(queue=name)`` from any process reaches it.
+        worker.app.amqp.queues.select_add(Queue(name, Exchange(name), routing_key=name))
 
 
 class Liveness(bootsteps.StartStopStep):
     """Write this worker's liveness row every few seconds from the worker's timer."""
 
-    requires = {"celery.worker.components:Timer"}
+    requires = ("celery.worker.components:Timer",)
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -85,4 +107,5 @@ class Liveness(bootsteps.StartStopStep):
             logger.warning("could not remove the worker liveness row", exc_info=True)
 
 
+app.steps["worker"].add(HostQueue)
 app.steps["worker"].add(Liveness)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
@@ -109,10 +110,9 @@ def check_broker() -> str:
                 "Start Redis or fix REDIS_URL; until then no task (collection, alert, delivery) runs.",
             ) from None
         return "redis broker answers"
-    queue = settings.BROKER_DIR / "queue"
-    queue.mkdir(parents=True, exist_ok=True)
-    probe = queue.parent / "tmp" / f"health-{uuid.uuid4().hex}"
+    probe = settings.BROKER_DIR / "tmp" / f"health-{uuid.uuid4().hex}"
     try:
+        (settings.BROKER_DIR / "queue").mkdir(parents=True, exist_ok=True)
         probe.parent.mkdir(parents=True, exist_ok=True)
         probe.write_bytes(b"")
         probe.unlink()
@@ -123,11 +123,25 @@ def check_broker() -> str:
     return "filesystem broker folder writable"
 
 
+def _channel_layer_redis_url() -> str | None:
+    """Return the Redis URL of the configured channel layer, or None for an in-process layer."""
+    layer: dict[str, Any] = settings.CHANNEL_LAYERS.get("default", {})
+    if "redis" not in layer.get("BACKEND", "").lower():
+        return None
+    host = layer.get("CONFIG", {}).get("hosts", [settings.REDIS_URL])[0]
+    if isinstance(host, dict):
+        host = host.get("address", "")
+    if isinstance(host, (tuple, list)):  # channels-redis also accepts (host, port)
+        host = f"redis://{host[0]}:{host[1]}/0"
+    return str(host)
+
+
 def check_channel_layer() -> str:
-    if not settings.REDIS_URL:
+    url = _channel_layer_redis_url()
+    if not url:
         return "in-memory channel layer (per process)"
     try:
-        _redis_ping(settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0])
+        _redis_ping(url)
     except Exception as exc:  # noqa: BLE001 - any failure of the dependency is a failing check
         raise CheckFailed(
             f"channel layer unreachable: {type(exc).__name__}",
@@ -145,20 +159,16 @@ def _check_liveness(role: str, what: str, action: str) -> str:
     return f"{len(rows)} {what} alive on {', '.join(sorted({r.host for r in rows}))}"
 
 
+START_WORKER_ACTION = "Start a worker: `celery -A opsportal worker -n opsportal@%h` (runportal starts one)."
+START_BEAT_ACTION = "Start beat: `celery -A opsportal beat` (exactly one per installation; runportal starts one)."
+
+
 def check_workers() -> str:
-    return _check_liveness(
-        "worker",
-        "worker",
-        "Start a worker: `celery -A opsportal worker -n opsportal@%h` (runportal starts one).",
-    )
+    return _check_liveness("worker", "worker", START_WORKER_ACTION)
 
 
 def check_beat() -> str:
-    return _check_liveness(
-        "beat",
-        "beat",
-        "Start beat: `celery -A opsportal beat` (exactly one per installation; runportal starts one).",
-    )
+    return _check_liveness("beat", "beat", START_BEAT_ACTION)
 
 
 def check_disk() -> str:
@@ -197,7 +207,7 @@ def _timed(check: Check) -> CheckResult:
 
 def run_checks(checks: tuple[Check, ...] = CHECKS, deadline: float = DEADLINE_SECONDS) -> list[CheckResult]:
     """Run ``checks`` concurrently; a check still running at ``deadline`` fails."""
-    pool = ThreadPoolExecutor(max_workers=len(checks), thread_name_prefix="readyz")
+    pool = ThreadPoolExecutor(max_workers=max(1, len(checks)), thread_name_prefix="readyz")
     started = time.perf_counter()
     futures = [(check, pool.submit(_timed, check)) for check in checks]
     results = []
