@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from alerts.rules.errors import RuleEvaluationError
-from alerts.rules.functions import ARITHMETIC, COMPARISON, Point, aggregate, compute_window
+from alerts.rules.functions import ARITHMETIC, COMPARISON, Bucket, Point, aggregate, compute_window
 from alerts.rules.nodes import (
     Aggregation,
     BinaryOp,
@@ -34,12 +34,17 @@ from alerts.rules.plan import Requirement
 LabelKey = tuple[tuple[str, str], ...]
 Vector = dict[LabelKey, tuple[float, str | None]]
 Value = float | Vector
-Row = tuple[Mapping[str, str], float]
+Row = tuple[Mapping[str, str], float | None]
+#: One series of a window: its labels and raw points or rollup buckets.
+SeriesPoints = tuple[Mapping[str, str], Sequence[Point | Bucket]]
 
 
 class Source(Protocol):
-    """Where the evaluator reads data. It may return a superset of the matching series:
-    matchers are checked again, and non-finite values are skipped."""
+    """Where the evaluator reads data.
+
+    A source may return a superset of the matching series (matchers are checked again)
+    and values that are None or not finite (they are skipped).
+    """
 
     def latest(self, name: str, matchers: Sequence[Matcher]) -> Iterable[Row]:
         """Return ``(labels, value)`` of the current (not stale) value of each matching series."""
@@ -47,8 +52,12 @@ class Source(Protocol):
 
     def window(
         self, name: str, matchers: Sequence[Matcher], start: dt.datetime, end: dt.datetime
-    ) -> Iterable[tuple[Mapping[str, str], Sequence[Point]]]:
-        """Return ``(labels, [(ts, value), ...])`` of each matching series between start and end."""
+    ) -> Iterable[SeriesPoints]:
+        """Return ``(labels, points)`` of each matching series between start and end.
+
+        Points are raw ``(ts, value)`` pairs or rollup buckets shaped like
+        ``monitoring.reads.WindowPoint`` ``(start, min, avg, max, last, count)``.
+        """
         ...
 
 
@@ -86,13 +95,13 @@ class EvaluationCache:
         name = requirement.selector.name if requirement.function is None else None
         vector: Vector = {}
         for labels, value in rows:
-            if not math.isfinite(value) or not all(m.matches(labels.get(m.label)) for m in matchers):
+            if value is None or not math.isfinite(value) or not all(m.matches(labels.get(m.label)) for m in matchers):
                 continue
             vector[_key(labels)] = (float(value), name)
         self._vectors[requirement] = vector
 
-    def put_points(self, requirement: Requirement, series: Iterable[tuple[Mapping[str, str], Sequence[Point]]]) -> None:
-        """Store a range requirement from raw points of each series (the function is applied here)."""
+    def put_points(self, requirement: Requirement, series: Iterable[SeriesPoints]) -> None:
+        """Store a range requirement from each series' points or buckets (the function is applied here)."""
         if requirement.function is None or requirement.window is None:
             raise ValueError("put_points needs a range-function requirement")
         function, window = requirement.function, requirement.window

@@ -7,28 +7,42 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 
+#: A raw reading: (time, value).
 Point = tuple[dt.datetime, float]
+#: A rollup bucket, shaped like ``monitoring.reads.WindowPoint``: (start, min, avg, max, last, count).
+Bucket = tuple[dt.datetime, float, float, float, float, int]
 
 
-def compute_window(function: str, points: Iterable[Point], window: int, now: dt.datetime) -> float | None:
-    """Return ``function`` over the points of one series in ``(now - window, now]``, or None.
+def compute_window(function: str, points: Iterable[Point | Bucket], window: int, now: dt.datetime) -> float | None:
+    """Return ``function`` over one series' points in the window ending at ``now``, or None.
 
-    ``None`` means "no value" (no points, or fewer than two for ``rate``/``increase``):
-    the series is left out of the result rather than reported as zero.
+    Raw points count when ``now - window < ts <= now`` (left-open, like Prometheus).
+    Buckets are taken as the source chose them for the window (one may start before it)
+    except that none may start after ``now``; ``avg_over_time`` weights their ``avg`` by
+    ``count``, ``min``/``max_over_time`` use their ``min``/``max``, ``rate``/``increase``
+    their ``last``. ``None`` means "no value" (no points, or fewer than two for
+    ``rate``/``increase``): the series is left out rather than reported as zero.
     """
     start = now - dt.timedelta(seconds=window)
-    inside = sorted((ts, value) for ts, value in points if start < ts <= now and math.isfinite(value))
-    if not inside:
+    rows: list[Bucket] = []
+    for point in points:
+        if len(point) == 2:
+            ts, value = point  # type: ignore[misc]
+            if start < ts <= now and math.isfinite(value):
+                rows.append((ts, value, value, value, value, 1))
+        elif point[0] <= now and all(math.isfinite(v) for v in point[1:5]) and point[5] > 0:  # type: ignore[misc]
+            rows.append(point)  # type: ignore[arg-type]
+    if not rows:
         return None
-    values = [value for _, value in inside]
+    rows.sort(key=lambda row: row[0])
     if function == "avg_over_time":
-        return math.fsum(values) / len(values)
+        return math.fsum(row[2] * row[5] for row in rows) / sum(row[5] for row in rows)
     if function == "max_over_time":
-        return max(values)
+        return max(row[3] for row in rows)
     if function == "min_over_time":
-        return min(values)
+        return min(row[1] for row in rows)
     if function in ("rate", "increase"):
-        per_second = _rate(inside)
+        per_second = _rate([(row[0], row[4]) for row in rows])
         if per_second is None:
             return None
         return per_second if function == "rate" else per_second * window
