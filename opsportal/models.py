@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -20,3 +21,23 @@ class SeededDefault(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+
+class LiveEvent(models.Model):
+    """One live update for the status pages, written in the transaction of the change it announces.
+
+    Every web process polls this table and fans new rows out to its own WebSocket
+    clients (see :mod:`opsportal.live`); rows are pruned after a few minutes.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(_("kind"), max_length=32)
+    payload = models.JSONField(_("payload"), default=dict)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("live event")
+        verbose_name_plural = _("live events")
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.id}"

@@ -5,7 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
-from opsportal import health
+from opsportal import health, sections
 from opsportal.access import api, public
 
 
@@ -36,6 +36,17 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 @require_safe
+@never_cache
 def status_page(request: HttpRequest) -> HttpResponse:
-    """The staff status page (live content arrives with the live status issue)."""
-    return render(request, "opsportal/status.html", {"title": "Status"})
+    """The staff status page: rendered from the same snapshot the WebSocket sends first.
+
+    Complete as plain HTML; ``status.js`` then keeps it live over ``/ws/status/``.
+    """
+    snapshot = sections.build_snapshot()
+    context = {
+        "title": "Status",
+        "snapshot": snapshot,
+        "sections": snapshot["sections"],
+        "ws_path": "/ws/status/",
+    }
+    return render(request, "opsportal/status.html", context)
