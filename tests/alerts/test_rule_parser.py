@@ -184,11 +184,14 @@ ERRORS = [
     ("rate(x[300])", "expected window like [5m] at column 8"),
     ("rate(x[5m)", "expected ']' at column 10"),
     ("rate(sum(x)[5m])", "rate needs a selector with a window, like rate(metric[5m]) at column 6"),
-    ("x[5m]", "a window like [5m] is only allowed inside avg_over_time, increase, max_over_time, "
-     "min_over_time, rate at column 2"),
+    (
+        "x[5m]",
+        "a window like [5m] is only allowed inside avg_over_time, increase, max_over_time, "
+        "min_over_time, rate at column 2",
+    ),
     ('x{host="a"', "expected '}' at column 11"),
     ('x{host="a" mount="/"}', "expected '}' at column 12"),
-    ('x{host=a}', "expected quoted label value at column 8"),
+    ("x{host=a}", "expected quoted label value at column 8"),
     ('x{host~"a"}', "unexpected character '~' at column 7"),
     ('x{host=="a"}', "expected '=', '!=', '=~' or '!~' at column 7"),
     ('x{1a="b"}', "malformed number at column 3"),
@@ -272,11 +275,11 @@ def test_error_carries_message_and_position_separately():
         "`x`",
         "x; y",
         "x{a=`b`}",
-        "{a=\"b\"}",
+        '{a="b"}',
         '"just a string"',
         "sum",
         "rate",
-        "x{a=\"b\"}[5m]",
+        'x{a="b"}[5m]',
         "rate(x[5m:1m])",
         "x @ 1609746000",
     ],
@@ -479,17 +482,17 @@ def _extend_vectors(children):
     )
 
 
-_scalar_trees = st.recursive(
+scalar_trees = st.recursive(
     _scalars, lambda s: st.builds(BinaryOp, st.sampled_from(["+", "-", "*", "/", ">", "=="]), s, s), max_leaves=4
 )
-_vector_trees = st.recursive(
+vector_trees = st.recursive(
     _selectors | _range_calls,
-    lambda v: _extend_vectors((v, _scalar_trees)),
+    lambda v: _extend_vectors((v, scalar_trees)),
     max_leaves=8,
 )
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(_vector_trees | _scalar_trees)
+@given(vector_trees | scalar_trees)
 def test_generated_trees_round_trip_through_text(tree):
     assert parse(unparse(tree)) == tree
