@@ -108,7 +108,7 @@ class ScopeFilter(admin.SimpleListFilter):
     title = _("scope")
     parameter_name = "scope"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
         return [("all", _("every series of the metric")), ("labels", _("series with given labels"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Threshold]) -> QuerySet[Threshold]:
@@ -196,7 +196,7 @@ class ThresholdAdmin(admin.ModelAdmin):
         return ThresholdChangeList
 
     @admin.display(description=_("labels"), ordering="labels_key")
-    def label_match(self, obj: Threshold) -> str:
+    def label_match(self, obj: Threshold) -> Any:
         if not obj.labels:
             return _("(every series)")
         return ", ".join(f"{k}={v}" for k, v in sorted(obj.labels.items()))

@@ -122,9 +122,9 @@ class Threshold(models.Model):
 
     def clean(self) -> None:
         """Check the invariants an operator can break; every error names its field."""
-        errors: dict[str, list[str]] = {}
+        errors: dict[str, list[Any]] = {}
 
-        def error(name: str, message: str) -> None:
+        def error(name: str, message: Any) -> None:  # text or lazy text
             errors.setdefault(name, []).append(message)
 
         if self.metric and not METRIC_NAME.match(self.metric):
