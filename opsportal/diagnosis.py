@@ -311,6 +311,19 @@ dashboard = _readiness_component("channel_layer", WARNING)
 storage = _readiness_component("disk", WARNING)
 
 
+def collection(ctx: Context) -> Finding:
+    """Collectors fresh on every host, retention on time, series count below the cap (monitoring.diagnosis)."""
+    from monitoring import diagnosis as monitoring_diagnosis
+
+    finding = Finding()
+    if not ctx.passed("database"):
+        finding.add(WARNING, "cannot check collection: the database is unreachable", "Fix the database first.")
+        return finding
+    for level, issue, action in monitoring_diagnosis.collection_problems():
+        finding.add(level, issue, action)
+    return finding
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -323,6 +336,7 @@ COMPONENTS: list[Component] = [
     Component("broker", broker),
     Component("workers", workers),
     Component("scheduler", scheduler),
+    Component("collection", collection),
     Component("cache", cache),
     Component("dashboard", dashboard),
     Component("storage", storage),

@@ -109,3 +109,23 @@ def test_collection_problems_gathers_all_three(settings):
     issues = [issue for _, issue, _ in diagnosis.collection_problems(NOW)]
     assert any("stopped reporting" in i for i in issues)
     assert any("reached the cap" in i for i in issues)
+
+
+class DatabaseUp:
+    """The part of diagnose's Context the collection component reads."""
+
+    def passed(self, name: str) -> bool:
+        return True
+
+
+def test_diagnose_reports_collection_findings_with_their_actions(settings):
+    from opsportal import diagnosis as portal_diagnosis
+
+    settings.MONITORING_MAX_SERIES = 100
+    series("system_cpu_usage_percent", "web1", 0)
+    Series.objects.filter(host="web1").update(last_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2))
+    finding = portal_diagnosis.collection(DatabaseUp())
+    assert finding.status == "critical"
+    assert "no host collects metrics any more: web1" in finding.issues[0]
+    assert finding.recommendations[0].startswith("Check that beat and a worker run")
+    assert "collection" in {c.name for c in portal_diagnosis.COMPONENTS}
