@@ -82,6 +82,9 @@ class EvaluationCache:
 
     now: dt.datetime
     _vectors: dict[Requirement, Vector] = field(default_factory=dict, repr=False)
+    #: Results of composite sub-expressions: rules that differ only in a threshold share
+    #: their ``sum by (host) (...)``. Vectors are never mutated after they are stored.
+    _computed: dict[Expr, Value] = field(default_factory=dict, repr=False)
 
     def __contains__(self, requirement: object) -> bool:
         return requirement in self._vectors
@@ -169,6 +172,13 @@ class _Evaluator:
             return expr.value
         if isinstance(expr, Selector | RangeFunction):
             return self.cache.fetch(Requirement.of(expr), self.source)
+        computed = self.cache._computed
+        value = computed.get(expr)
+        if value is None:
+            value = computed[expr] = self.compute(expr)
+        return value
+
+    def compute(self, expr: Expr) -> Value:
         if isinstance(expr, BinaryOp):
             return self.binary(expr)
         if isinstance(expr, Aggregation):

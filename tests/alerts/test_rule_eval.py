@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import sys
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -17,7 +18,9 @@ from alerts.rules import (
     evaluate,
     parse,
     plan_all,
+    unparse,
 )
+from alerts.rules.limits import MAX_NODES
 from alerts.rules.memory import MemorySource
 from tests.alerts.test_rule_parser import scalar_trees, vector_trees
 
@@ -433,7 +436,7 @@ def test_a_cache_from_another_time_is_refused(source):
 # -- robustness ---------------------------------------------------------------------
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(vector_trees | scalar_trees)
 def test_any_valid_tree_evaluates_or_reports_ambiguous_matching(tree):
     s = MemorySource(NOW)
@@ -446,3 +449,17 @@ def test_any_valid_tree_evaluates_or_reports_ambiguous_matching(tree):
         return
     assert all(math.isfinite(r.value) and isinstance(r.labels, dict) for r in results)
     assert len({tuple(sorted(r.labels.items())) for r in results}) == len(results)
+
+
+def test_the_largest_accepted_tree_evaluates_well_within_the_recursion_limit(source):
+    text = "system_load1" + " + 1" * ((MAX_NODES - 1) // 2)
+    tree = parse(text)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(600)  # pytest's own frames included; the default is 1,000
+    try:
+        results = run(text, source)
+        printed = unparse(tree)
+    finally:
+        sys.setrecursionlimit(limit)
+    assert [value for _, value in results] == [5.0 + 99, 1.0 + 99, 4.0 + 99]
+    assert parse(printed) == tree

@@ -433,7 +433,7 @@ def test_arbitrary_text_raises_nothing_but_rule_syntax_error(text):
     assert parse(unparse(tree)) == tree
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.sampled_from(TOKENS), max_size=60), st.sampled_from([" ", ""]))
 def test_token_soup_raises_nothing_but_rule_syntax_error(tokens, glue):
     try:
@@ -492,7 +492,7 @@ vector_trees = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(vector_trees | scalar_trees)
 def test_generated_trees_round_trip_through_text(tree):
     assert parse(unparse(tree)) == tree
