@@ -68,7 +68,9 @@ class ThresholdsSection:
         else:
             clean_labels = {}
             for key, value in labels.items():
-                if not isinstance(value, str):
+                if not isinstance(key, str):
+                    errors.append((".labels", f"label names must be text (got {key!r})"))
+                elif not isinstance(value, str):
                     errors.append((f".labels.{key}", f'must be text; quote it: "{value}"'))
                 else:
                     clean_labels[str(key)] = value

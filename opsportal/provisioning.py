@@ -9,7 +9,9 @@ each a list of items. Loading is all or nothing:
 3. only a file without errors is applied, in one transaction.
 
 Loading is idempotent (each section keys its items, e.g. thresholds by metric + labels),
-and objects the file does not mention are left alone. Every section is optional.
+and objects the file does not mention are left alone. Every section is optional;
+top-level keys starting with ``x-`` are ignored, so shared values can live under an
+anchor (``x-defaults: &defaults {direction: above}``, then ``<<: *defaults`` in items).
 Exporting writes every section; loading the export changes nothing.
 
 A section is a plain object that an app provides (nothing to import from here):
@@ -49,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 #: What a secret exports as; loading it back keeps the stored secret.
 SECRET_PLACEHOLDER = "<secret>"
+#: Top-level keys with this prefix are ignored: a place for YAML anchors, as in Compose files.
+EXTENSION_PREFIX = "x-"
 #: Larger files are refused before parsing (a provisioning file is a few hundred lines).
 MAX_FILE_BYTES = 5 * 1024 * 1024
 
@@ -186,6 +190,8 @@ def validate(document: Mapping[str, Any]) -> tuple[list[str], dict[str, list[Any
     errors: list[str] = []
     present: dict[str, list[Any]] = {}
     for name in document:
+        if isinstance(name, str) and name.startswith(EXTENSION_PREFIX):
+            continue
         if name not in known:
             errors.append(f"{name}: unknown section (known: {', '.join(known) or 'none'})")
     for name, section in known.items():

@@ -279,3 +279,24 @@ def test_exportconfig_prints_only_yaml_on_stdout(tmp_path):
     assert list(document) == ["thresholds"]
     assert {item["metric"] for item in document["thresholds"]} >= {"system_cpu_usage_percent"}
     assert result.stdout.startswith("thresholds:\n")
+
+
+def test_shared_values_can_live_under_an_x_anchor(tmp_path):
+    text = """\
+x-defaults: &defaults {direction: below, for: 10m}
+thresholds:
+  - <<: *defaults
+    metric: probe_tls_days_left
+    warning: 14
+    critical: 3
+"""
+    out, _ = load(tmp_path, text)
+    assert out.strip() == "thresholds: 1 created, 0 updated, 0 unchanged"
+    tls = Threshold.objects.get(metric="probe_tls_days_left")
+    assert tls.direction == "below" and tls.for_duration == dt.timedelta(minutes=10)
+
+
+def test_a_label_name_that_is_not_text_is_refused(tmp_path):
+    with pytest.raises(CommandError) as caught:
+        load(tmp_path, "thresholds:\n  - {metric: system_load1, labels: {null: a}, warning: 4}\n")
+    assert caught.value.stderr.strip() == "thresholds[0].labels: label names must be text (got None)"
