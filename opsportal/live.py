@@ -206,9 +206,8 @@ def reread_window() -> float:
     return 0.0 if connection.vendor == "sqlite" else REREAD_SECONDS
 
 
-def read_start() -> tuple[int, dict[int, dt.datetime]]:
+def read_start(window: float) -> tuple[int, dict[int, dt.datetime]]:
     """Return the cursor a new poller starts from and the ids of its window (already past)."""
-    window = reread_window()
     last = LiveEvent.objects.aggregate(m=Max("id"))["m"] or 0
     seen: dict[int, dt.datetime] = {}
     if window:
@@ -266,7 +265,7 @@ class Poller:
             try:
                 if self.window is None:
                     self.window = await database_sync_to_async(reread_window)()
-                self.cursor, self.seen = await database_sync_to_async(read_start)()
+                self.cursor, self.seen = await database_sync_to_async(read_start)(self.window)
                 break
             except Exception:
                 logger.warning("live events: cannot read the event table yet; retrying", exc_info=True)
