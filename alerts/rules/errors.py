@@ -24,6 +24,17 @@ class RuleSyntaxError(RuleError):
             where = f"at column {self.column}"
         super().__init__(f"{message} {where}")
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle (multiprocessing, some result backends) without re-reading the text.
+        return (_rebuild, (self.message, self.position, self.line, self.column))
+
+
+def _rebuild(message: str, position: int, line: int, column: int) -> RuleSyntaxError:
+    error = RuleSyntaxError(message, position)
+    error.line, error.column = line, column
+    error.args = (f"{message} at column {column}" if line == 1 else f"{message} at line {line}, column {column}",)
+    return error
+
 
 class RuleEvaluationError(RuleError):
     """An expression that parsed but cannot be evaluated against this data.

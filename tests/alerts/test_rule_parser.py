@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -255,6 +258,19 @@ def test_error_carries_message_and_position_separately():
     assert isinstance(caught.value, ValueError)
 
 
+def test_errors_survive_pickling_with_their_position():
+    with pytest.raises(RuleSyntaxError) as caught:
+        parse("x\n  > @")
+    copy = pickle.loads(pickle.dumps(caught.value))
+    assert (str(copy), copy.message, copy.position, copy.line, copy.column) == (
+        "unexpected character '@' at line 2, column 5",
+        "unexpected character '@'",
+        6,
+        2,
+        5,
+    )
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -338,8 +354,8 @@ def test_too_many_selectors_is_rejected():
 
 
 def test_too_expensive_windows_are_rejected():
-    # Each 1d window reads ~1,440 minute rollups per series; eight exceed the cost bound.
-    text = " + ".join(f"rate(m{i}[1d])" for i in range(8))
+    # Each 1d window reads ~1,440 minute rollups per series; seven exceed the cost bound.
+    text = " + ".join(f"rate(m{i}[1d])" for i in range(7))
     with pytest.raises(RuleSyntaxError, match="too expensive"):
         parse(text)
     parse(" + ".join(f"rate(m{i}[1d])" for i in range(6)))
@@ -406,6 +422,15 @@ def test_plan_lists_each_distinct_input_once():
 def test_plan_cost_grows_with_window_and_size():
     assert plan(parse("x")).cost < plan(parse("x + y")).cost < plan(parse("rate(x[5m])")).cost
     assert plan(parse("rate(x[5m])")).cost < plan(parse("rate(x[1h])")).cost
+
+
+def test_every_example_in_the_reference_page_parses():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "rules.md").read_text()
+    section = page.split("## Examples", 1)[1].split("## Grammar", 1)[0]
+    examples = [m.group(1).replace("\\|", "|") for m in re.finditer(r"^\| `(.+?)` \|", section, re.MULTILINE)]
+    assert len(examples) >= 10
+    for text in examples:
+        assert parse(unparse(parse(text))) == parse(text)
 
 
 # -- generated input ---------------------------------------------------------------
