@@ -14,7 +14,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from alerts.fields import EncryptedTextField
+from alerts.fields import EncryptedTextField, UndecryptableSecret
 from alerts.models.alerts import Alert, AlertTransition
 
 
@@ -82,7 +82,11 @@ class NotificationChannel(models.Model):
 
     def clean(self) -> None:
         super().clean()
-        errors = target_errors(self.kind, self.target or "")
+        try:
+            target = self.target or ""
+        except UndecryptableSecret as exc:
+            raise ValidationError({"target": str(exc)}) from None
+        errors = target_errors(self.kind, target)
         if errors:
             raise ValidationError({"target": errors})
 
