@@ -17,24 +17,30 @@ def compute_window(function: str, points: Iterable[Point | Bucket], window: int,
     """Return ``function`` over one series' points in the window ending at ``now``, or None.
 
     Raw points count when ``now - window < ts <= now`` (left-open, like Prometheus).
-    Buckets are taken as the source chose them for the window (one may start before it)
-    except that none may start after ``now``; ``avg_over_time`` weights their ``avg`` by
-    ``count``, ``min``/``max_over_time`` use their ``min``/``max``, ``rate``/``increase``
-    their ``last``. ``None`` means "no value" (no points, or fewer than two for
-    ``rate``/``increase``): the series is left out rather than reported as zero.
+    Buckets count when they start inside the window, and so does the one bucket that
+    straddles its start (the next point starts inside the window); none may start after
+    ``now``. So a source may hand over a wider read than the window. ``avg_over_time``
+    weights bucket ``avg`` by ``count``, ``min``/``max_over_time`` use their ``min``/``max``,
+    ``rate``/``increase`` their ``last``. ``None`` means "no value" (no points, or fewer
+    than two for ``rate``/``increase``): the series is left out rather than reported as zero.
     """
     start = now - dt.timedelta(seconds=window)
-    rows: list[Bucket] = []
+    candidates: list[tuple[Bucket, bool]] = []
     for point in points:
         if len(point) == 2:
             ts, value = point  # type: ignore[misc]
             if start < ts <= now and math.isfinite(value):
-                rows.append((ts, value, value, value, value, 1))
+                candidates.append(((ts, value, value, value, value, 1), False))
         elif point[0] <= now and all(math.isfinite(v) for v in point[1:5]) and point[5] > 0:  # type: ignore[misc]
-            rows.append(point)  # type: ignore[arg-type]
+            candidates.append((point, True))  # type: ignore[arg-type]
+    candidates.sort(key=lambda candidate: candidate[0][0])
+    rows = [
+        row
+        for i, (row, bucket) in enumerate(candidates)
+        if row[0] > start or (bucket and i + 1 < len(candidates) and candidates[i + 1][0][0] > start)
+    ]
     if not rows:
         return None
-    rows.sort(key=lambda row: row[0])
     if function == "avg_over_time":
         return math.fsum(row[2] * row[5] for row in rows) / sum(row[5] for row in rows)
     if function == "max_over_time":

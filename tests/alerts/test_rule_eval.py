@@ -150,6 +150,19 @@ def test_rollup_buckets_are_weighted_and_use_their_own_columns():
     assert compute_window("max_over_time", [(NOW + dt.timedelta(minutes=1), 1.0, 1.0, 1.0, 1.0, 1)], 60, NOW) is None
 
 
+def test_buckets_before_the_window_count_only_when_they_straddle_its_start():
+    # A read wider than the window (the engine may read the longest window once).
+    buckets = [
+        (ago(4 * 3600), 1.0, 1000.0, 1000.0, 1.0, 1),  # wholly before a 2h window
+        (ago(3 * 3600), 1.0, 1000.0, 1000.0, 1.0, 1),  # wholly before it too
+        (ago(2 * 3600 + 60), 2.0, 10.0, 20.0, 2.0, 2),  # straddles now - 2h
+        (ago(3600 + 60), 3.0, 30.0, 40.0, 3.0, 2),
+    ]
+    assert compute_window("max_over_time", buckets, 2 * 3600, NOW) == 40.0
+    assert compute_window("avg_over_time", buckets, 2 * 3600, NOW) == pytest.approx(20.0)
+    assert compute_window("max_over_time", buckets[:1], 2 * 3600, NOW) is None
+
+
 # -- aggregations -------------------------------------------------------------------
 
 
