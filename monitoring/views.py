@@ -11,7 +11,7 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse, UnreadablePostError
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
@@ -72,9 +72,12 @@ def push_metrics(request: HttpRequest) -> HttpResponse:
     if declared > push.MAX_BODY_BYTES:
         return _too_large()
     try:
-        body = request.body
+        # At most one byte past the cap: a chunked body (no Content-Length) is never read whole.
+        body = request.read(push.MAX_BODY_BYTES + 1)
     except RequestDataTooBig:
         return _too_large()
+    except UnreadablePostError:
+        return _error(400, "body: could not be read", errors=[{"field": "body", "message": "could not be read"}])
 
     try:
         parsed = push.parse(body, host=settings.HOSTNAME, now=now)
