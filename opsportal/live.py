@@ -217,7 +217,7 @@ def read_start(window: float) -> tuple[int, dict[int, dt.datetime]]:
 
 
 def read_new(
-    cursor: int, seen: dict[int, dt.datetime], window: float, limit: int = BATCH
+    cursor: int, seen: dict[int, dt.datetime], window: float, limit: int | None = None
 ) -> list[tuple[int, str, Any, dt.datetime]]:
     """Return up to ``limit`` events not delivered yet, oldest id first.
 
@@ -225,6 +225,7 @@ def read_new(
     created within ``window`` seconds, minus ``seen``; payloads are read only for the
     new ids, so a quiet poll is one small index read.
     """
+    limit = limit or BATCH
     fields = ("id", "kind", "payload", "created_at")
     if not window:
         return list(LiveEvent.objects.filter(id__gt=cursor).order_by("id").values_list(*fields)[:limit])
@@ -414,8 +415,9 @@ _RESYNC = object()
 class Feed:
     """One WebSocket client's outbox: bounded, at most one frame per ``min_interval``."""
 
-    #: Events waiting for the sender beyond which the client is "behind".
-    max_queue = 200
+    #: Events waiting for the sender beyond which the client is "behind". Above one
+    #: poll's :data:`BATCH`, so a burst alone never drops a client that keeps up.
+    max_queue = 2 * BATCH
     #: Distinct series, alerts and heartbeats merged into one frame at most.
     max_pending = 5000
     min_interval = 1.0

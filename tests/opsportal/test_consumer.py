@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import time
+
 import pytest
 from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
+from opsportal import live
 from opsportal.asgi import application
+from opsportal.consumers import StatusConsumer
 
 WS_PATH = "/ws/status/"
 GOOD_ORIGIN = b"http://localhost"
@@ -145,3 +153,228 @@ def test_root_leads_staff_to_the_status_page(staff_client):
     response = staff_client.get("/")
     assert response.status_code == 302
     assert response["Location"] == "/status/"
+
+
+# --- what staff receive -------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def _fresh_series_cache():
+    from monitoring.storage import series_cache
+
+    series_cache.clear()
+    yield
+    series_cache.clear()
+
+
+async def staff_socket(user) -> WebsocketCommunicator:  # type: ignore[no-untyped-def]
+    """Connect as ``user`` and return the communicator after its snapshot."""
+    communicator = await open_socket(user)
+    connected, _ = await communicator.connect()
+    assert connected
+    assert (await communicator.receive_json_from(timeout=5))["type"] == "snapshot"
+    return communicator
+
+
+def metrics_payload(series_id: int, value: float) -> live.MetricsPayload:
+    now = timezone.now().isoformat()
+    return {
+        "at": now,
+        "series": [
+            {
+                "id": series_id,
+                "name": "system_cpu_usage_percent",
+                "host": "web1",
+                "labels": {"host": "web1"},
+                "value": value,
+                "display": f"{value:.1f} %",
+                "at": now,
+                "status": "healthy",
+                "status_since": now,
+            }
+        ],
+    }
+
+
+publish = database_sync_to_async(live.publish)
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_snapshot_has_overall_tiles_and_alerts_sections(superuser):
+    from monitoring.storage import Reading, record
+
+    await database_sync_to_async(record)([Reading("system_cpu_usage_percent", 12.5)], host="web1")
+    communicator = await open_socket(superuser)
+    await communicator.connect()
+    try:
+        snapshot = await communicator.receive_json_from(timeout=5)
+        sections = snapshot["sections"]
+        assert set(sections) >= {"overall", "tiles", "alerts"}
+        assert sections["overall"]["status"] in {"healthy", "unknown", "stale", "warning", "critical"}
+        [host] = sections["tiles"]["hosts"]
+        [tile] = host["tiles"]
+        assert host["host"] == "web1"
+        assert (tile["title"], tile["display"], tile["limits"]) == ("CPU", "12.5 %", "warn ≥ 70.0 % · crit ≥ 85.0 %")
+        assert sections["alerts"] == {"alerts": []}
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_recorded_sample_reaches_staff_as_a_metrics_message(superuser):
+    from monitoring.storage import Reading, record
+
+    communicator = await staff_socket(superuser)
+    try:
+        await database_sync_to_async(record)([Reading("system_memory_usage_percent", 61.0)], host="web2")
+        message = await communicator.receive_json_from(timeout=3)
+        assert message["type"] == "metrics"
+        [series] = message["series"]
+        assert (series["name"], series["host"], series["value"], series["display"]) == (
+            "system_memory_usage_percent",
+            "web2",
+            61.0,
+            "61.0 %",
+        )
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_publishes_within_a_second_reach_the_client_as_one_message(superuser):
+    communicator = await staff_socket(superuser)
+    try:
+        await publish("metrics", metrics_payload(1, 10.0))
+        first = await communicator.receive_json_from(timeout=3)
+        first_at = time.monotonic()
+        assert first["series"][0]["value"] == 10.0  # leading edge: the first goes at once
+
+        for value in (20.0, 30.0, 40.0):
+            await publish("metrics", metrics_payload(1, value))
+        merged = await communicator.receive_json_from(timeout=3)
+        assert time.monotonic() - first_at >= 0.9
+        assert merged["type"] == "metrics"
+        assert [s["value"] for s in merged["series"]] == [40.0]
+        assert await communicator.receive_nothing(timeout=1.2)
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_alert_and_metrics_in_the_same_second_arrive_as_one_batch(superuser):
+    communicator = await staff_socket(superuser)
+    try:
+        await publish("metrics", metrics_payload(1, 10.0))
+        await communicator.receive_json_from(timeout=3)
+        await publish("metrics", metrics_payload(1, 11.0))
+        await publish("alert", {"at": timezone.now().isoformat(), "alerts": [{"id": 9, "state": "firing"}]})  # type: ignore[typeddict-item]
+        batch = await communicator.receive_json_from(timeout=3)
+        assert batch["type"] == "batch"
+        assert {m["type"] for m in batch["messages"]} == {"metrics", "alert"}
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_slow_client_gets_a_fresh_snapshot_and_never_stalls_the_others(superuser, staff_user, monkeypatch):
+    monkeypatch.setattr(live.Feed, "max_queue", 3)
+    monkeypatch.setattr(live, "BATCH", 2)  # the fast client drains between polls
+    slow = await staff_socket(staff_user)
+    fast = await staff_socket(superuser)
+    try:
+        poller = live.current_poller()
+        assert poller is not None and len(poller.clients) == 2
+        slow_fingerprint = live.session_fingerprint(await database_sync_to_async(_session_key_of)(staff_user.pk))
+        [slow_feed] = [f for f in poller.clients if f.session == slow_fingerprint]
+        gate = asyncio.Event()
+        send = slow_feed.send
+
+        async def stuck(text: str) -> None:
+            await gate.wait()
+            await send(text)
+
+        slow_feed.send = stuck  # type: ignore[method-assign]
+
+        await publish("metrics", metrics_payload(1, 1.0))
+        assert (await fast.receive_json_from(timeout=3))["series"][0]["value"] == 1.0
+        await database_sync_to_async(_publish_many)(10)
+        # The fast client is served while the slow one is stuck.
+        assert (await fast.receive_json_from(timeout=3))["type"] == "metrics"
+        assert slow_feed.behind
+
+        gate.set()
+        assert (await slow.receive_json_from(timeout=3))["series"][0]["value"] == 1.0  # what it was stuck on
+        assert (await slow.receive_json_from(timeout=3))["type"] == "snapshot"  # instead of the backlog
+    finally:
+        await slow.disconnect()
+        await fast.disconnect()
+
+
+def _session_key_of(user_id: int) -> str:
+    from django.contrib.sessions.models import Session
+
+    for session in Session.objects.all():
+        if session.get_decoded().get("_auth_user_id") == str(user_id):
+            return session.session_key
+    raise LookupError(user_id)
+
+
+def _publish_many(count: int) -> None:
+    for value in range(count):
+        live.publish("metrics", metrics_payload(100 + value, float(value)))
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_session_that_expires_mid_stream_is_closed_with_4401(superuser, monkeypatch):
+    monkeypatch.setattr(StatusConsumer, "session_check_seconds", 0.3)
+    communicator = await staff_socket(superuser)
+    from django.contrib.sessions.models import Session
+
+    await database_sync_to_async(Session.objects.update)(expire_date=timezone.now() - timezone.timedelta(seconds=1))
+    assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_user_who_loses_staff_status_mid_stream_is_closed_with_4403(staff_user, monkeypatch):
+    monkeypatch.setattr(StatusConsumer, "session_check_seconds", 0.3)
+    communicator = await staff_socket(staff_user)
+    staff_user.is_staff = False
+    await database_sync_to_async(staff_user.save)()
+    assert await communicator.receive_output(timeout=3) == {"type": "websocket.close", "code": 4403}
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_logout_elsewhere_closes_the_socket_with_4401_at_once(superuser):
+    communicator = await staff_socket(superuser)
+    key = await database_sync_to_async(_session_key_of)(superuser.pk)
+    await publish("session_ended", {"session": live.session_fingerprint(key)})
+    assert await communicator.receive_output(timeout=2) == {"type": "websocket.close", "code": 4401}
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_client_may_ask_for_a_fresh_snapshot_but_not_flood(superuser):
+    communicator = await staff_socket(superuser)
+    try:
+        for _ in range(5):
+            await communicator.send_to(text_data=json.dumps({"type": "resync"}))
+        assert (await communicator.receive_json_from(timeout=3))["type"] == "snapshot"
+        assert await communicator.receive_nothing(timeout=1.2)
+    finally:
+        await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_many_quick_connects_leave_the_socket_of_others_working(superuser):
+    watcher = await staff_socket(superuser)
+    try:
+        for _ in range(30):
+            communicator = await open_socket(superuser)
+            await communicator.connect()
+            await communicator.disconnect()
+        await publish("metrics", metrics_payload(1, 5.0))
+        assert (await watcher.receive_json_from(timeout=3))["series"][0]["value"] == 5.0
+    finally:
+        await watcher.disconnect()
