@@ -10,6 +10,7 @@ number comparison, a division by zero — is the empty vector, and it propagates
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,9 @@ def evaluate(expr: Expr, source: Source, now: dt.datetime, cache: EvaluationCach
     return _results(value)
 
 
+_requirement = functools.lru_cache(maxsize=65536)(Requirement.of)
+
+
 def _results(vector: Vector) -> list[Result]:
     return [Result(dict(key), value, name) for key, (value, name) in sorted(vector.items())]
 
@@ -171,7 +175,7 @@ class _Evaluator:
         if isinstance(expr, NumberLiteral):
             return expr.value
         if isinstance(expr, Selector | RangeFunction):
-            return self.cache.fetch(Requirement.of(expr), self.source)
+            return self.cache.fetch(_requirement(expr), self.source)
         computed = self.cache._computed
         value = computed.get(expr)
         if value is None:

@@ -56,6 +56,7 @@ from alerts.rules.nodes import (
     VectorMatching,
     is_vector,
 )
+from alerts.rules.plan import plan
 from alerts.rules.regex import UnsafeRegex, compile_label_regex
 
 KEYWORDS = frozenset({"and", "or", "not", "by", "on", "ignoring"})
@@ -129,11 +130,11 @@ class _Parser:
         return RuleSyntaxError(message, pos, self.text)
 
     def is_op(self, op: str, token: Token | None = None) -> bool:
-        token = token or self.tok
+        token = self.tok if token is None else token
         return token.kind == "op" and token.text == op
 
     def is_word(self, word: str, token: Token | None = None) -> bool:
-        token = token or self.tok
+        token = self.tok if token is None else token
         return token.kind == "ident" and token.text == word
 
     def expect(self, op: str) -> Token:
@@ -170,8 +171,6 @@ class _Parser:
     # -- grammar -----------------------------------------------------------------
 
     def parse(self) -> Expr:
-        from alerts.rules.plan import plan  # plan imports nothing from here; late to keep modules apart
-
         expr = self.parse_or()
         if self.tok.kind != "eof":
             raise self.unexpected()
