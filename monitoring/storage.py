@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from monitoring import rollups
@@ -256,10 +256,49 @@ def fold_in_late(samples: list[Sample], now: dt.datetime) -> None:
         rollups.reroll({s.series_id for s in late}, min(s.ts for s in late), max(s.ts for s in late))
 
 
+#: Series per latest-value UPDATE (three parameters each, under SQLite's oldest limit of 999).
+_LATEST_CHUNK = 300
+
+
 def update_latest(latest: Mapping[int, tuple[dt.datetime, float]]) -> None:
-    """Move each series' latest-value cache forward (never backwards to an older push)."""
+    """Move each series' latest-value cache forward (never backwards to an older push).
+
+    One ``UPDATE ... FROM (VALUES ...)`` per 300 series, with the "newer only" test in
+    its WHERE clause: no read before the write, and no lost update when two writers race.
+    """
     if not latest:
         return
+    if connection.vendor not in ("postgresql", "sqlite") or (
+        connection.vendor == "sqlite" and connection.Database.sqlite_version_info < (3, 33)
+    ):
+        _update_latest_portably(latest)
+        return
+    q = connection.ops.quote_name
+    table = q(Series._meta.db_table)
+    adapt = connection.ops.adapt_datetimefield_value
+    rows = sorted(latest.items())  # a fixed order: concurrent writers lock series alike
+    if connection.vendor == "postgresql":
+        row_sql = "(%s::bigint, %s::timestamptz, %s::double precision)"
+        source = "(VALUES {}) AS v (id, ts, value)"
+    else:
+        row_sql = "(%s, %s, %s)"
+        source = "(SELECT column1 AS id, column2 AS ts, column3 AS value FROM (VALUES {})) AS v"
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), _LATEST_CHUNK):
+            chunk = rows[start : start + _LATEST_CHUNK]
+            params: list[object] = []
+            for sid, (ts, value) in chunk:
+                params.extend((sid, adapt(ts), value))
+            # Only identifiers and placeholders are formatted in; values are parameters.
+            sql = (
+                f"UPDATE {table} SET last_at = v.ts, last_value = v.value "  # noqa: S608
+                f"FROM {source.format(', '.join([row_sql] * len(chunk)))} "
+                f"WHERE {table}.id = v.id AND ({table}.last_at IS NULL OR {table}.last_at <= v.ts)"
+            )
+            cursor.execute(sql, params)
+
+
+def _update_latest_portably(latest: Mapping[int, tuple[dt.datetime, float]]) -> None:
     current = dict(Series.objects.filter(id__in=list(latest)).values_list("id", "last_at"))
     changed = [
         Series(id=sid, last_at=ts, last_value=value)
