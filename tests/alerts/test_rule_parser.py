@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import pickle
 import re
 import time
@@ -422,6 +423,19 @@ def test_plan_lists_each_distinct_input_once():
 def test_plan_cost_grows_with_window_and_size():
     assert plan(parse("x")).cost < plan(parse("x + y")).cost < plan(parse("rate(x[5m])")).cost
     assert plan(parse("rate(x[5m])")).cost < plan(parse("rate(x[1h])")).cost
+
+
+def test_the_rule_package_never_calls_dynamic_evaluation_builtins():
+    forbidden = {"eval", "exec", "compile", "__import__", "getattr", "setattr", "globals", "locals", "vars"}
+    package = Path(__file__).resolve().parents[2] / "alerts" / "rules"
+    calls = [
+        (path.name, node.func.id)
+        for path in sorted(package.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in forbidden
+    ]
+    assert len(list(package.glob("*.py"))) >= 10
+    assert calls == []
 
 
 def test_every_example_in_the_reference_page_parses():
