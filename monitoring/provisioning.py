@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError
 
 from monitoring.durations import format_duration, parse_duration
 from monitoring.models import Threshold
+from monitoring.models.thresholds import unknown_metrics
 from monitoring.storage import labels_key
 
 #: YAML key → model field, where they differ.
@@ -158,6 +159,16 @@ class ThresholdsSection:
                     where = "" if name == "__all__" else "." + _KEY_OF_FIELD.get(name, name)
                     errors.extend((path + where, message) for message in messages)
         return errors
+
+    def warnings(self, items: list[Any]) -> list[tuple[str, str]]:
+        """Return notes on valid items that are probably mistakes: a metric nothing reports."""
+        metrics = [item["metric"].strip() for item in items]
+        unknown = unknown_metrics(metrics)
+        return [
+            (f"[{index}].metric", f"{metric} is not a built-in metric and no series has that name yet (a typo?)")
+            for index, metric in enumerate(metrics)
+            if metric in unknown
+        ]
 
     def apply(self, items: list[Any]) -> dict[str, int]:
         counts = {"created": 0, "updated": 0, "unchanged": 0}

@@ -28,7 +28,9 @@ A section is a plain object that an app provides (nothing to import from here):
 ``apply(items) -> {"created": n, "updated": n, "unchanged": n}``
     called only with validated items, inside the transaction;
 ``export() -> list[dict]``
-    the items, in the shape ``validate`` accepts.
+    the items, in the shape ``validate`` accepts;
+``warnings(items) -> list[(path, message)]`` (optional)
+    notes on valid items that are probably mistakes; printed, never blocking.
 
 :data:`SECTIONS` lists them in the order they are applied and exported; a later feature
 adds its own (before the sections that refer to its names, e.g. channels first).
@@ -83,6 +85,8 @@ class ConfigError(Exception):
 class LoadResult:
     #: section name → {"created", "updated", "unchanged"}, for the sections the file had.
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: "path: note" on items that loaded but are probably mistakes (e.g. a misspelt metric).
+    warnings: list[str] = field(default_factory=list)
 
     def summary_lines(self) -> list[str]:
         if not self.counts:
@@ -219,6 +223,10 @@ def load(document: Mapping[str, Any]) -> LoadResult:
         raise ConfigError(errors)
     result = LoadResult()
     known = sections_by_name()
+    for name, items in present.items():
+        notes = getattr(known[name], "warnings", None)
+        if notes is not None:
+            result.warnings.extend(f"{name}{path}: {message}" for path, message in notes(items))
     name = ""
     try:
         with transaction.atomic():

@@ -18,6 +18,7 @@ from django.utils.translation import ngettext
 from monitoring import status
 from monitoring.durations import HINT, format_duration, parse_duration
 from monitoring.models import Series, Threshold
+from monitoring.models.thresholds import unknown_metrics
 
 STATUS_COLOURS = {
     status.HEALTHY: "#1b7f3b",
@@ -220,10 +221,13 @@ class ThresholdAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Threshold, form: forms.ModelForm, change: bool) -> None:
         super().save_model(request, obj, form, change)
-        if not Series.objects.filter(name=obj.metric).exists():
+        if unknown_metrics([obj.metric]):
             self.message_user(
                 request,
-                _("No series named %(metric)s exists yet; the threshold applies as soon as one reports.")
+                _(
+                    "Check the spelling of “%(metric)s”: it is not a metric the portal collects and no series "
+                    "has that name yet. The threshold applies as soon as a series with this name reports."
+                )
                 % {"metric": obj.metric},
                 messages.WARNING,
             )

@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -53,6 +54,16 @@ KNOWN_METRICS = frozenset(
         "backup_last_success_age_seconds",
     }
 )
+
+
+def unknown_metrics(names: Iterable[str]) -> set[str]:
+    """Return the names that are neither a built-in metric nor the name of any series (likely typos)."""
+    from monitoring.models.series import Series
+
+    candidates = {name for name in names if name not in KNOWN_METRICS}
+    if not candidates:
+        return set()
+    return candidates - set(Series.objects.filter(name__in=candidates).values_list("name", flat=True).distinct())
 
 
 def _num(value: float) -> str:

@@ -300,3 +300,13 @@ def test_a_label_name_that_is_not_text_is_refused(tmp_path):
     with pytest.raises(CommandError) as caught:
         load(tmp_path, "thresholds:\n  - {metric: system_load1, labels: {null: a}, warning: 4}\n")
     assert caught.value.stderr.strip() == "thresholds[0].labels: label names must be text (got None)"
+
+
+def test_a_metric_nothing_reports_loads_with_a_warning_on_stderr(tmp_path):
+    out, err = load(
+        tmp_path, "thresholds:\n  - {metric: system_load1, warning: 4}\n  - {metric: sytem_load5, warning: 4}\n"
+    )
+    assert out.strip() == "thresholds: 2 created, 0 updated, 0 unchanged"
+    assert err.strip() == (
+        "warning: thresholds[1].metric: sytem_load5 is not a built-in metric and no series has that name yet (a typo?)"
+    )

@@ -68,9 +68,18 @@ def test_staff_can_add_a_threshold_with_a_yaml_style_duration(staff_client):
     assert threshold.labels_key == '{"host":"db1"}'
 
 
-def test_saving_a_threshold_for_a_metric_without_series_says_so(staff_client):
-    response = staff_client.post(ADD, form(metric="shop_orders_pending"), follow=True)
-    assert "No series named shop_orders_pending exists yet" in response.content.decode()
+def test_saving_a_threshold_for_an_unheard_of_metric_warns_of_a_typo(staff_client):
+    response = staff_client.post(ADD, form(metric="system_load_1"), follow=True)
+    assert Threshold.objects.filter(metric="system_load_1").exists()
+    page = response.content.decode()
+    assert "Check the spelling of “system_load_1”: it is not a metric the portal collects" in page
+
+
+def test_a_built_in_or_reported_metric_saves_without_a_warning(staff_client):
+    Series.objects.create(name="shop_orders_pending", labels={"host": "a"}, labels_key='{"host":"a"}')
+    for metric in ("system_load1", "shop_orders_pending"):
+        response = staff_client.post(ADD, form(metric=metric), follow=True)
+        assert "not a metric the portal collects" not in response.content.decode()
 
 
 def test_an_invalid_threshold_shows_the_field_error_and_creates_nothing(staff_client):

@@ -40,5 +40,7 @@ class Command(BaseCommand):
             raise CommandError(
                 f"{path}: {count} error{'s' if count != 1 else ''}; nothing was changed", returncode=1
             ) from None
+        for line in result.warnings:
+            self.stderr.write(f"warning: {line}")
         for line in result.summary_lines():
             self.stdout.write(line)
