@@ -87,21 +87,21 @@ def maybe_flush(*, force: bool = False) -> int:
     if not _flush_lock.acquire(blocking=False):
         return 0  # another thread of this worker is flushing right now
     try:
+        from monitoring.liveness import safely
+
         _last_flush = time.monotonic()
-        return flush()
+        return safely(flush)  # a fresh connection, closed afterwards
     finally:
         _flush_lock.release()
 
 
 def flush() -> int:
     """Add the in-memory task counts to the stored counters; keep them on failure."""
-    from monitoring.liveness import safely
-
     increments = task_counts.take()
     if not increments:
         return 0
     try:
-        return safely(add_to_totals, increments)
+        return add_to_totals(increments)
     except Exception:
         task_counts.add_many(increments)  # try again at the next flush
         logger.warning("could not flush Celery task counters", exc_info=True)

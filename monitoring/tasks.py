@@ -32,7 +32,8 @@ def enforce_retention() -> str:
 @shared_task(name="monitoring.dispatch_collection", bind=True)
 def dispatch_collection(self: Task, collector: str) -> str:
     """Send ``collector`` to every host that should run it (see monitoring.dispatch)."""
-    hosts = dispatch.dispatch(collector, expires=self.request.expires, run_here=True)
+    expires = self.request.expires  # beat's expiry, from the periodic task's expire_seconds
+    hosts = dispatch.dispatch(collector, expires=str(expires) if expires else None, run_here=True)
     return f"{collector}: {', '.join(hosts) or 'no live host'}"
 
 

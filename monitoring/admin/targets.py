@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -21,7 +23,7 @@ class LastResultFilter(admin.SimpleListFilter):
     title = _("last result")
     parameter_name = "result"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
         return [("up", _("up")), ("down", _("down")), ("never", _("never probed"))]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Target]) -> QuerySet[Target]:

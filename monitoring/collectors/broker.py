@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 import time
 import uuid
 from typing import Any
@@ -33,7 +34,7 @@ def broker_round_trip(timeout: float = TIMEOUT_SECONDS) -> float:
     token = uuid.uuid4().hex
     deadline = time.monotonic() + timeout
     with current_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=timeout)
+        conn.ensure_connection(max_retries=1, timeout=math.ceil(timeout))
         queue = conn.SimpleQueue(f"opsportal.broker-probe.{settings.HOSTNAME}", no_ack=True, serializer="json")
         try:
             started = time.perf_counter()

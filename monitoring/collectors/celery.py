@@ -39,7 +39,7 @@ def queue_lengths(names: list[str]) -> dict[str, int]:
     lengths: dict[str, int] = {}
     with current_app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=5)
-        channel = conn.default_channel
+        channel: Any = conn.default_channel
         for name in names:
             try:
                 lengths[name] = int(channel.queue_declare(queue=name, passive=True).message_count)

@@ -169,7 +169,7 @@ def probe_http(target: Target, deadline: float, abort: _Abort, now: dt.datetime)
                     continue
             body = b""
             if target.keyword:
-                while len(body) < MAX_BODY_BYTES:
+                while len(body) < MAX_BODY_BYTES and not response.isclosed():
                     sock.settimeout(_remaining(deadline))
                     chunk = response.read(65536)
                     if not chunk:
@@ -180,13 +180,13 @@ def probe_http(target: Target, deadline: float, abort: _Abort, now: dt.datetime)
         status = response.status
         duration = _ms(started)
         if target.expected_status is not None and status != target.expected_status:
-            error = f"status {status}, expected {target.expected_status}"
-            return ProbeResult(False, duration, error, status=status, tls_days_left=days_left)
+            reason = f"status {status}, expected {target.expected_status}"
+            return ProbeResult(False, duration, reason, status=status, tls_days_left=days_left)
         if target.expected_status is None and status >= 400:
             return ProbeResult(False, duration, f"status {status}", status=status, tls_days_left=days_left)
         if target.keyword and target.keyword not in body.decode("utf-8", errors="replace"):
-            error = f"keyword {target.keyword!r} not found"
-            return ProbeResult(False, duration, error, status=status, tls_days_left=days_left)
+            reason = f"keyword {target.keyword!r} not found"
+            return ProbeResult(False, duration, reason, status=status, tls_days_left=days_left)
         return ProbeResult(True, duration, status=status, tls_days_left=days_left)
     return ProbeResult(False, _ms(started), f"more than {MAX_REDIRECTS} redirects", tls_days_left=days_left)
 
@@ -244,8 +244,9 @@ def probe_targets(targets: Iterable[Target], *, now: dt.datetime | None = None) 
             running[target.pk] = (target, deadline, abort)
             threading.Thread(target=work, args=(target, deadline, abort), daemon=True, name="probe").start()
         with changed:
-            nearest = min(deadline for _, deadline, _ in running.values())
-            changed.wait(timeout=max(0.0, nearest - time.monotonic()) + 0.05)
+            if not done:
+                nearest = min(deadline for _, deadline, _ in running.values())
+                changed.wait(timeout=max(0.0, nearest - time.monotonic()) + 0.05)
             finished = dict(done)
             done.clear()
         for pk, result in finished.items():

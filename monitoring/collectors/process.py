@@ -144,7 +144,7 @@ class ProcessCollector(Collector):
                 with proc.oneshot():
                     cpu = _cpu_seconds(proc)
                     rss = proc.memory_info().rss
-                    fds = proc.num_fds() if hasattr(proc, "num_fds") else proc.num_handles()
+                    fds = proc.num_fds() if hasattr(proc, "num_fds") else 0  # Unix only
                     threads = proc.num_threads()
             except psutil.Error:
                 continue

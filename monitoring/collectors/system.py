@@ -73,19 +73,17 @@ class _CpuMeter:
 cpu_meter = _CpuMeter()
 
 
-def real_mounts() -> list[psutil._common.sdiskpart]:
-    """Return one partition per real mount point (no pseudo filesystems, no file bind mounts)."""
-    seen: set[str] = set()
-    mounts = []
+def real_mounts() -> list[str]:
+    """Return the real mount points (no pseudo filesystems, no bind-mounted files), each once."""
+    mounts: list[str] = []
     for part in psutil.disk_partitions(all=True):
-        if part.fstype in PSEUDO_FILESYSTEMS or not part.fstype or part.mountpoint in seen:
+        if part.fstype in PSEUDO_FILESYSTEMS or not part.fstype or part.mountpoint in mounts:
             continue
         if part.mountpoint.startswith(PSEUDO_MOUNT_PREFIXES):
             continue
         if not os.path.isdir(part.mountpoint):  # Docker's /etc/hosts and friends
             continue
-        seen.add(part.mountpoint)
-        mounts.append(part)
+        mounts.append(part.mountpoint)
         if len(mounts) >= MAX_MOUNTS:
             break
     return mounts
@@ -135,15 +133,15 @@ class SystemCollector(Collector):
             g("system_swap_usage_percent", swap.percent),
         ]
 
-        for part in real_mounts():
+        for mount in real_mounts():
             try:
-                usage = psutil.disk_usage(part.mountpoint)
+                usage = psutil.disk_usage(mount)
             except OSError:
                 continue
             if usage.total <= 0:
                 continue
-            readings.append(g("system_disk_usage_percent", usage.percent, mount=part.mountpoint))
-            readings.append(g("system_disk_free_bytes", usage.free, mount=part.mountpoint))
+            readings.append(g("system_disk_usage_percent", usage.percent, mount=mount))
+            readings.append(g("system_disk_free_bytes", usage.free, mount=mount))
 
         io = psutil.disk_io_counters(perdisk=False)
         if io is not None:
