@@ -17,3 +17,11 @@ def deliver(delivery_ids: list[int] | None = None) -> str:
 def delivery_sweep() -> str:
     """Release expired leases and re-kick every due delivery, so a lost kick loses nothing."""
     return str(outbox.sweep())
+
+
+@shared_task(name="alerts.evaluate", ignore_result=True)
+def evaluate(kick: bool = False) -> str:
+    """Run one evaluation cycle of rules and thresholds (single-flight; a kick asks a running one to rerun)."""
+    from alerts import engine
+
+    return str(engine.run(kick=kick))

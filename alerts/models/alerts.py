@@ -33,7 +33,21 @@ class AlertRule(models.Model):
     labels = models.JSONField(_("extra labels"), default=dict, blank=True)
     summary = models.CharField(_("summary"), max_length=300, blank=True)
     runbook = models.TextField(_("runbook / recommended action"), blank=True)
+    channels = models.ManyToManyField(
+        "alerts.NotificationChannel",
+        verbose_name=_("notification channels"),
+        blank=True,
+        related_name="rules",
+        help_text=_("Where this rule's alerts are announced. None: the alerts are only shown, never sent."),
+    )
     enabled = models.BooleanField(_("enabled"), default=True)
+    last_error = models.TextField(
+        _("last evaluation error"),
+        blank=True,
+        editable=False,
+        help_text=_("Why the latest evaluation of this rule failed; empty while it evaluates."),
+    )
+    last_error_at = models.DateTimeField(_("failing since"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -111,6 +125,8 @@ class AlertTransition(models.Model):
         ACKNOWLEDGED = "acknowledged", _("acknowledged")
         ESCALATED = "escalated", _("escalated")
         RESOLVED = "resolved", _("resolved")
+        #: A recorded change that is not announced (e.g. a threshold alert falling back from critical to warning).
+        CHANGED = "changed", _("changed")
 
     id = models.BigAutoField(primary_key=True)
     alert = models.ForeignKey(Alert, on_delete=models.CASCADE, related_name="transitions")
