@@ -1,3 +1,3 @@
 """Admin pages of the alerts app, one module per model family."""
 
-from alerts.admin import channels, deliveries  # noqa: F401
+from alerts.admin import alerts, channels, deliveries, rules  # noqa: F401
