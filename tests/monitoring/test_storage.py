@@ -43,6 +43,7 @@ def reasons(result) -> list[str]:
         (Reading("ok_metric", float("-inf")), "value"),
         (Reading("ok_metric", "12"), "value"),  # type: ignore[arg-type]
         (Reading("ok_metric", True), "value"),
+        (Reading("ok_metric", 1.0, ts="2026-01-01T00:00:00Z"), "ts"),  # type: ignore[arg-type]
     ],
 )
 def test_bad_readings_are_refused_with_the_field_named_and_nothing_stored(reading, field):
@@ -168,3 +169,10 @@ def test_a_batch_touching_hundreds_of_series_updates_every_latest_value():
     assert Series.objects.filter(name="wide_batch").count() == 700
     assert sorted(Series.objects.values_list("last_value", flat=True)) == [i + 0.5 for i in range(700)]
     assert set(Series.objects.values_list("last_at", flat=True)) == {NOW}
+
+
+@pytest.mark.django_db
+def test_a_time_without_a_zone_is_read_as_utc():
+    record([Reading("system_load1", 1.0, ts=dt.datetime(2026, 2, 1, 7, 0))], host="web-1", now=NOW)
+
+    assert Sample.objects.get().ts == dt.datetime(2026, 2, 1, 7, 0, tzinfo=dt.UTC)
