@@ -23,6 +23,7 @@ from monitoring.collectors import Scope, registry, run
 logger = logging.getLogger(__name__)
 
 COLLECT_TASK = "monitoring.collect"
+DISPATCH_TASK = "monitoring.dispatch_collection"
 #: Expiry of a dispatched collection when the dispatcher has none of its own (80 % of 10 s).
 DEFAULT_EXPIRES = dt.timedelta(seconds=8)
 
@@ -50,6 +51,24 @@ def hosts_for(collector: str, *, now: dt.datetime | None = None) -> list[str]:
         return liveness.alive_hosts(now=now)
     leader = leader_host(now=now)
     return [leader] if leader else []
+
+
+def schedule_seconds(collector: str) -> int | None:
+    """Return the interval of ``collector``'s periodic task as edited in the admin (None: not found)."""
+    import json
+
+    from django_celery_beat.models import PeriodicTask
+
+    tasks = PeriodicTask.objects.filter(
+        task=DISPATCH_TASK, kwargs__contains=f'"{collector}"', interval__isnull=False
+    ).select_related("interval")
+    for task in tasks:
+        try:
+            if json.loads(task.kwargs or "{}").get("collector") == collector:
+                return int(task.interval.schedule.run_every.total_seconds())  # type: ignore[union-attr]
+        except (ValueError, AttributeError):
+            continue
+    return None
 
 
 def _parse_expires(expires: dt.datetime | str | None, now: dt.datetime) -> dt.datetime:
@@ -84,12 +103,15 @@ def dispatch(
     now = now or timezone.now()
     deadline = _parse_expires(expires, now)
     hosts = hosts_for(collector, now=now)
+    # The series of a collector scheduled every minute must not turn stale after 30 s.
+    interval = schedule_seconds(collector) if hosts else None
+    kwargs = {"collector": collector, "interval_seconds": interval}
     for host in hosts:
         if run_here and host == settings.HOSTNAME:
             continue
-        current_app.send_task(COLLECT_TASK, kwargs={"collector": collector}, queue=host_queue(host), expires=deadline)
+        current_app.send_task(COLLECT_TASK, kwargs=kwargs, queue=host_queue(host), expires=deadline)
     if run_here and settings.HOSTNAME in hosts and timezone.now() < deadline:
-        logger.debug("%s", run(collector).summary())
+        logger.debug("%s", run(collector, interval_seconds=interval).summary())
     if not hosts:
         logger.warning("collector %s: no host has a live worker; nothing dispatched", collector)
     return hosts

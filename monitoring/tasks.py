@@ -38,6 +38,6 @@ def dispatch_collection(self: Task, collector: str) -> str:
 
 
 @shared_task(name="monitoring.collect")
-def collect(collector: str) -> str:
+def collect(collector: str, interval_seconds: int | None = None) -> str:
     """Run one collector on this host and record what it read (see monitoring.collectors)."""
-    return collectors.run(collector).summary()
+    return collectors.run(collector, interval_seconds=interval_seconds).summary()

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from monitoring.models import Series
@@ -46,6 +47,10 @@ class Collector:
     def collect(self, now: dt.datetime, **options: Any) -> list[Reading]:
         raise NotImplementedError
 
+    def store(self, readings: list[Reading], *, now: dt.datetime, interval_seconds: int) -> RecordResult:
+        """Record what :meth:`collect` returned (a collector may group its readings by interval)."""
+        return store_readings(readings, now=now, interval_seconds=interval_seconds)
+
     @staticmethod
     def gauge(name: str, value: float, **labels: str) -> Reading:
         return Reading(name=name, value=float(value), labels=labels, kind=GAUGE)
@@ -81,13 +86,41 @@ class RunResult:
         return f"{text}, {rejected} rejected" if rejected else text
 
 
-def run(name: str, *, now: dt.datetime | None = None, store: bool = True, **options: Any) -> RunResult:
+#: (metric names, interval) this process last made sure the stored series expect.
+_synced_intervals: dict[frozenset[str], int] = {}
+
+
+def store_readings(readings: list[Reading], *, now: dt.datetime, interval_seconds: int) -> RecordResult:
+    """Record ``readings`` as series expected every ``interval_seconds``.
+
+    A series' expected interval decides when it turns stale, so when an operator
+    changes a schedule the series already stored follow (one UPDATE, the first time
+    this process sees the new interval).
+    """
+    result = record(readings, now=now, interval_seconds=interval_seconds)
+    names = frozenset(r.name for r in readings)
+    if _synced_intervals.get(names) != interval_seconds:
+        Series.objects.filter(name__in=names, host=settings.HOSTNAME).exclude(interval_seconds=interval_seconds).update(
+            interval_seconds=interval_seconds
+        )
+        _synced_intervals[names] = interval_seconds
+    return result
+
+
+def run(
+    name: str,
+    *,
+    now: dt.datetime | None = None,
+    store: bool = True,
+    interval_seconds: int | None = None,
+    **options: Any,
+) -> RunResult:
     """Run the collector ``name`` once and record its readings (unless ``store`` is false).
 
-    ``options`` go to the collector's ``collect`` (``only_due=False`` makes the probes
-    collector probe every enabled target).
-    ``cpu_ms`` is the CPU time of the calling thread (a worker's other threads are
-    not charged to the collector).
+    ``interval_seconds`` is the schedule the run belongs to (default: the collector's
+    own). ``options`` go to the collector's ``collect`` (``only_due=False`` makes the
+    probes collector probe every enabled target). ``cpu_ms`` is the CPU time of the
+    calling thread (a worker's other threads are not charged to the collector).
     """
     collector = registry[name]
     now = now or timezone.now()
@@ -95,7 +128,7 @@ def run(name: str, *, now: dt.datetime | None = None, store: bool = True, **opti
     readings = collector.collect(now, **options)
     recorded = None
     if store and readings:
-        recorded = record(readings, now=now, interval_seconds=collector.interval_seconds)
+        recorded = collector.store(readings, now=now, interval_seconds=interval_seconds or collector.interval_seconds)
         for index, reason in recorded.rejected:
             logger.warning("collector %s: reading %s refused: %s", name, readings[index].name, reason)
     return RunResult(

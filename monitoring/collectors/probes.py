@@ -25,9 +25,9 @@ from urllib.parse import urljoin, urlsplit
 from django.utils import timezone
 
 from monitoring.collectors.base import Collector, Scope, register
-from monitoring.models import Target
+from monitoring.models import Series, Target
 from monitoring.models.targets import split_host_port
-from monitoring.storage import Reading
+from monitoring.storage import Reading, RecordResult, record
 
 logger = logging.getLogger(__name__)
 
@@ -313,15 +313,38 @@ def readings_for(targets: Iterable[Target], results: dict[int, ProbeResult]) -> 
     return readings
 
 
+def store_by_interval(readings: list[Reading], *, now: dt.datetime) -> RecordResult:
+    """Record probe readings as series expected at their target's interval (not the 10 s cycle).
+
+    Otherwise a target probed every minute would turn stale between two probes.
+    """
+    names = {r.labels["target"] for r in readings}
+    intervals = {
+        name: max(1, round(interval.total_seconds()))
+        for name, interval in Target.objects.filter(name__in=names).values_list("name", "interval")
+    }
+    groups: dict[int, list[Reading]] = {}
+    for reading in readings:
+        groups.setdefault(intervals.get(reading.labels["target"], 60), []).append(reading)
+    total = RecordResult()
+    for interval, group in groups.items():
+        result = record(group, now=now, interval_seconds=interval)
+        total.accepted += result.accepted
+        total.rejected += [(readings.index(group[i]), reason) for i, reason in result.rejected]
+        # An edited interval: the series already stored follow it.
+        Series.objects.filter(
+            name__in={r.name for r in group}, labels__target__in=[r.labels["target"] for r in group]
+        ).exclude(interval_seconds=interval).update(interval_seconds=interval)
+    return total
+
+
 def probe_now(targets: Iterable[Target], *, now: dt.datetime | None = None) -> dict[int, ProbeResult]:
     """Probe ``targets`` at once, whether due or not, and store results and samples (the admin action)."""
-    from monitoring.storage import record
-
     now = now or timezone.now()
     targets = list(targets)
     results = probe_targets(targets, now=now)
     save_results(targets, results, now)
-    record(readings_for(targets, results), now=now)
+    store_by_interval(readings_for(targets, results), now=now)
     return results
 
 
@@ -342,3 +365,6 @@ class ProbesCollector(Collector):
             if not results[target.pk].success:
                 logger.info("probe %s failed: %s", target.name, results[target.pk].error)
         return readings_for(targets, results)
+
+    def store(self, readings: list[Reading], *, now: dt.datetime, interval_seconds: int) -> RecordResult:
+        return store_by_interval(readings, now=now)

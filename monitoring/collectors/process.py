@@ -14,6 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -73,13 +74,52 @@ def portal_pids(host: str | None = None) -> dict[str, list[tuple[int, dt.datetim
     return dict(found)
 
 
+def _child_pids(pid: int) -> list[int] | None:
+    """Return the descendants of ``pid`` from ``/proc/<pid>/task/*/children`` (None: not available).
+
+    psutil's ``children()`` reads the parent of every process on the machine; the
+    kernel's children lists cost a read per thread of the portal's own processes.
+    """
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        tasks = Path(f"/proc/{current}/task")
+        try:
+            threads = list(tasks.iterdir())
+        except OSError:
+            if current == pid:
+                return None
+            continue
+        for thread in threads:
+            try:
+                text = (thread / "children").read_text()
+            except OSError:
+                if current == pid:
+                    return None
+                continue
+            kids = [int(p) for p in text.split()]
+            found += kids
+            pending += kids
+    return found
+
+
 def _processes(pid: int, started_at: dt.datetime) -> list[psutil.Process]:
     """Return the process ``pid`` and its children, or [] if the pid now names another process."""
     try:
         proc = psutil.Process(pid)
         if proc.create_time() > started_at.timestamp() + START_SLACK_SECONDS:
             return []  # the row's process is gone and its pid was reused
-        return [proc, *proc.children(recursive=True)]
+        child_pids = _child_pids(pid)
+        if child_pids is None:
+            return [proc, *proc.children(recursive=True)]
+        children = []
+        for child in child_pids:
+            try:
+                children.append(psutil.Process(child))
+            except psutil.NoSuchProcess:
+                continue
+        return [proc, *children]
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return []
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -124,6 +126,12 @@ class TestSystem:
         cpu = series.get(name="system_cpu_usage_percent")
         assert cpu.labels == {"host": settings.HOSTNAME} and cpu.last_value is not None
 
+    def test_stored_series_follow_the_schedule_they_are_collected_at(self) -> None:
+        collectors.run("system", interval_seconds=60)
+        assert set(Series.objects.filter(name__startswith="system_").values_list("interval_seconds", flat=True)) == {60}
+        collectors.run("system")  # back to the default 10 s schedule
+        assert set(Series.objects.filter(name__startswith="system_").values_list("interval_seconds", flat=True)) == {10}
+
 
 class TestProcess:
     def test_reports_the_portal_processes_of_this_host_per_service(self) -> None:
@@ -138,6 +146,17 @@ class TestProcess:
         assert one(readings, "process_threads", service="worker") >= 1
         assert one(readings, "process_cpu_usage_percent", service="worker") > 20
         assert {r.labels["service"] for r in readings} == {"worker"}
+
+    def test_a_workers_pool_children_count_as_the_worker(self) -> None:
+        heartbeat("worker")
+        child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+        try:
+            readings = collectors.registry["process"].collect(timezone.now())
+            assert one(readings, "process_count", service="worker") == 2
+            both = psutil.Process().memory_info().rss + psutil.Process(child.pid).memory_info().rss
+            assert one(readings, "process_resident_memory_bytes", service="worker") == pytest.approx(both, rel=0.2)
+        finally:
+            child.communicate(timeout=10)
 
     def test_web_processes_are_found_through_their_flusher_row(self) -> None:
         from monitoring import middleware

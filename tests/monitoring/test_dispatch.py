@@ -40,7 +40,7 @@ def heartbeat(host: str, *, pid: int, age: float = 0, started: float = 0) -> Non
 
 
 def take_all(queue: str) -> list[dict[str, object]]:
-    """Remove and return the headers of every message waiting on ``queue``."""
+    """Remove and return the headers (plus ``kwargs``) of every message waiting on ``queue``."""
     taken = []
     with current_app.connection_for_write() as conn:
         simple = conn.SimpleQueue(queue, no_ack=True)
@@ -50,7 +50,7 @@ def take_all(queue: str) -> list[dict[str, object]]:
                     message = simple.get_nowait()
                 except simple.Empty:
                     return taken
-                taken.append(dict(message.headers))
+                taken.append({**message.headers, "kwargs": message.payload[1]})
         finally:
             simple.close()
 
@@ -89,6 +89,19 @@ class TestWhereCollectionsGo:
         dispatch.dispatch("process", expires=expires.isoformat())
         (headers,) = take_all(f"host.{host}")
         assert dt.datetime.fromisoformat(str(headers["expires"])) == expires
+
+    def test_the_interval_edited_in_the_admin_travels_with_the_collection(self) -> None:
+        from django_celery_beat.models import IntervalSchedule
+
+        seed_periodic_tasks(collect_periodic_specs())
+        host = f"h-{uuid.uuid4().hex[:6]}"
+        heartbeat(host, pid=1)
+        assert dispatch.schedule_seconds("system") == 10
+        minute, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.MINUTES)
+        PeriodicTask.objects.filter(name="Collection: system (every host)").update(interval=minute)
+        dispatch.dispatch("system")
+        (message,) = take_all(f"host.{host}")
+        assert message["kwargs"] == {"collector": "system", "interval_seconds": 60}
 
     def test_no_live_worker_no_dispatch(self) -> None:
         assert dispatch.dispatch("system") == []

@@ -223,6 +223,18 @@ class TestSchedule:
         assert stored["probe_success"].last_value == 1
         assert stored["probe_http_status"].last_value == 200
 
+    def test_probe_series_expect_a_sample_per_target_interval(self, server: HTTPServer) -> None:
+        from monitoring import collectors
+
+        server.expect_request("/").respond_with_data("ok")
+        t = target(server.url_for("/"), name="slow-schedule", interval=dt.timedelta(minutes=5))
+        collectors.run("probes")
+        series = Series.objects.filter(labels__target="slow-schedule")
+        assert set(series.values_list("interval_seconds", flat=True)) == {300}, "not stale between two probes"
+        Target.objects.filter(pk=t.pk).update(interval=dt.timedelta(minutes=1))
+        collectors.run("probes", only_due=False)
+        assert set(series.values_list("interval_seconds", flat=True)) == {60}
+
 
 class TestValidation:
     def errors(self, **fields: object) -> dict[str, list[str]]:
