@@ -60,6 +60,7 @@
 
   function showConn(kind, text, link) {
     conn.dataset.state = kind;
+    root.dataset.conn = kind;
     var label = conn.querySelector(".conn-text");
     label.textContent = text;
     if (link) {
