@@ -237,7 +237,11 @@ def due(now: dt.datetime) -> Any:
 
 
 def claim(
-    now: dt.datetime, owner: str, ids: Iterable[int] | None = None, limit: int = CLAIM_LIMIT
+    now: dt.datetime,
+    owner: str,
+    ids: Iterable[int] | None = None,
+    limit: int = CLAIM_LIMIT,
+    skip_channels: Iterable[int] = (),
 ) -> list[list[Delivery]]:
     """Claim due deliveries for ``owner``; return them as messages to send (lists of deliveries).
 
@@ -251,6 +255,9 @@ def claim(
         candidates = due(now)
         if ids is not None:
             candidates = candidates.filter(id__in=list(ids))
+        skip = list(skip_channels)
+        if skip:
+            candidates = candidates.exclude(channel_id__in=skip)
         picked = list(
             candidates.select_for_update(skip_locked=True, of=("self",))
             .order_by("next_attempt_at", "id")
@@ -415,6 +422,10 @@ def finish(
             if result.outcome is Outcome.PERMANENT:
                 update.update(flagged_at=now, flag_reason=result.error[:500])
             NotificationChannel.objects.filter(pk=channel.pk).update(**update)
+    for delivery in deliveries:
+        delivery.state = state
+        for name, value in fields.items():
+            setattr(delivery, name, value)
     if moved != len(ids):
         logger.warning(
             "channel %s: lease on %d of %d deliveries was lost before the outcome was recorded",
@@ -454,30 +465,72 @@ def deliver_due(
     now: Callable[[], dt.datetime] = timezone.now,
     budget: float = RUN_BUDGET,
     timeout: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Summary:
     """Claim and send due deliveries (only ``ids`` when given) until none is left or the budget is spent.
 
     When a delivery is done, the next one of the same alert to the same channel may
-    go at once; it joins the work of this run.
+    go at once; it joins the work of this run. A channel that fails is not tried again
+    in this run: its other claimed deliveries wait, untried, as long as the failed one
+    (a receiver's ``Retry-After`` speaks for the receiver, not for one message).
+    Each message renews its lease just before it is sent, so a long run never sends
+    a row another worker may have taken over; what the budget leaves is put back and
+    kicked again.
     """
     summary = Summary()
     wanted = set(ids) if ids is not None else None
-    started = time.monotonic()
-    while time.monotonic() - started < budget:
+    paused: dict[int, dt.datetime | None] = {}
+    leftover: list[int] = []
+    started = clock()
+    while clock() - started < budget:
         owner = new_owner()
-        messages = claim(now(), owner, ids=wanted)
+        messages = claim(now(), owner, ids=wanted, skip_channels=paused)
         if not messages:
             break
         for deliveries in messages:
+            channel_id = deliveries[0].channel_id
+            if channel_id in paused:
+                put_back(deliveries, owner, paused[channel_id])
+                continue
+            if clock() - started >= budget:
+                put_back(deliveries, owner)
+                leftover += [d.pk for d in deliveries]
+                continue
+            if not renew(deliveries, owner, now()):
+                put_back(deliveries, owner)
+                continue
             started_at = now()
             tick = time.monotonic()
             result = send_message(deliveries, timeout=timeout)
             duration_ms = round((time.monotonic() - tick) * 1000)
             state = finish(deliveries, owner, result, started_at, duration_ms, now())
             summary.add(state, len(deliveries))
-            if wanted is not None and state != State.PENDING:
+            if state == State.PENDING:
+                paused[channel_id] = deliveries[0].next_attempt_at
+            elif wanted is not None:
                 wanted |= set(followers(deliveries))
+    if leftover:
+        kick(leftover)
     return summary
+
+
+def renew(deliveries: Sequence[Delivery], owner: str, now: dt.datetime) -> bool:
+    """Extend ``owner``'s lease on these deliveries for one more send; False when it was lost."""
+    ids = [d.pk for d in deliveries]
+    renewed = Delivery.objects.filter(id__in=ids, owner=owner, state=State.SENDING).update(
+        lease_until=now + lease_for()
+    )
+    return renewed == len(ids)
+
+
+def put_back(deliveries: Sequence[Delivery], owner: str, next_attempt_at: dt.datetime | None = None) -> int:
+    """Return claimed deliveries that were not tried to the queue; no attempt is counted."""
+    fields: dict[str, Any] = {"state": State.PENDING, "owner": "", "lease_until": None}
+    fields["attempts"] = F("attempts") - 1
+    if next_attempt_at is not None:
+        fields["next_attempt_at"] = next_attempt_at
+    ids = [d.pk for d in deliveries]
+    return Delivery.objects.filter(id__in=ids, owner=owner, state=State.SENDING).update(**fields)
 
 
 def followers(deliveries: Sequence[Delivery]) -> list[int]:

@@ -172,6 +172,32 @@ def test_a_worker_whose_lease_was_taken_over_cannot_overwrite_the_outcome(httpse
     assert delivery.attempt_log.filter(error="finally timed out").exists()  # still recorded
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_long_run_renews_the_lease_and_skips_a_delivery_another_worker_took(httpserver: HTTPServer) -> None:
+    channel = make_channel(target=httpserver.url_for("/hook"))
+    first, second = (
+        outbox.enqueue(transition(make_alert(labels={"host": h}), "firing"), [channel], now=NOW)[0] for h in "ab"
+    )
+
+    def taken_over_meanwhile(request: Request) -> Response:
+        # While the first is being sent, the second's lease passes to another worker.
+        Delivery.objects.filter(pk=second.pk).update(owner="another-worker")
+        close_old_connections()
+        return Response("ok")
+
+    httpserver.expect_request("/hook").respond_with_handler(taken_over_meanwhile)
+    times = iter([NOW, NOW, NOW, at(30), at(30)])
+
+    outbox.deliver_due(now=lambda: next(times, at(30)))
+
+    [(request, _)] = httpserver.log
+    assert request.headers["X-OpsPortal-Delivery"] == str(first.delivery_id)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == "delivered"
+    assert (second.state, second.owner, second.attempts) == ("sending", "another-worker", 1)
+
+
 # --- retries, backoff, expiry -----------------------------------------------------------------
 
 
@@ -239,6 +265,49 @@ def test_a_permanent_refusal_does_not_hold_back_the_next_notice(httpserver: HTTP
     ]
 
 
+def test_a_failing_channel_is_tried_once_per_run_and_its_other_messages_wait_untried(
+    httpserver: HTTPServer,
+) -> None:
+    httpserver.expect_request("/down").respond_with_data("slow down", status=429, headers={"Retry-After": "90"})
+    httpserver.expect_request("/up").respond_with_data("ok")
+    down = make_channel("down", target=httpserver.url_for("/down"))
+    up = make_channel("up", target=httpserver.url_for("/up"))
+    for host in "abcd":
+        outbox.enqueue(transition(make_alert(labels={"host": host}), "firing"), [down, up], now=NOW)
+
+    outbox.deliver_due(now=lambda: NOW)
+
+    paths = [request.path for request, _ in httpserver.log]
+    assert paths.count("/down") == 1 and paths.count("/up") == 4
+    waiting = Delivery.objects.filter(channel=down)
+    assert set(waiting.values_list("state", "next_attempt_at")) == {("pending", at(90))}
+    assert sorted(waiting.values_list("attempts", flat=True)) == [0, 0, 0, 1]  # only one was tried
+    assert DeliveryAttempt.objects.filter(delivery__channel=down).count() == 1
+
+
+def test_what_the_run_budget_leaves_is_put_back_untried_and_kicked(
+    httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alerts.tasks import deliver
+
+    kicked: list[Any] = []
+    monkeypatch.setattr(deliver, "apply_async", lambda args=None, **kw: kicked.append(args[0]))
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    channel = make_channel(target=httpserver.url_for("/hook"))
+    for host in "abc":
+        outbox.enqueue(transition(make_alert(labels={"host": host}), "firing"), [channel], now=NOW)
+    ticks = iter(range(0, 1000, 25))  # seconds of wall clock: each look at it costs 25 s
+
+    outbox.deliver_due(now=lambda: NOW, budget=60, clock=lambda: next(ticks))
+
+    states = list(Delivery.objects.order_by("id").values_list("state", "attempts", "owner"))
+    assert states[0] == ("delivered", 1, "")
+    assert states[1:] == [("pending", 0, ""), ("pending", 0, "")]
+    assert sorted(pk for ids in kicked for pk in ids) == list(
+        Delivery.objects.filter(state="pending").values_list("id", flat=True).order_by("id")
+    )
+
+
 # --- order per alert ------------------------------------------------------------------------
 
 
@@ -258,11 +327,9 @@ def test_a_later_notice_waits_until_the_earlier_one_of_the_same_alert_is_done(ht
     outbox.deliver_due(now=lambda: at(2))
     firing.refresh_from_db()
 
-    # The resolved notice is due but its alert's firing notice is still open: not sent.
-    sent = [
-        json.loads(r.data)["event"] + ":" + json.loads(r.data)["alert"]["labels"]["host"] for r, _ in httpserver.log
-    ]
-    assert sent == ["firing:web-1", "firing:db-1"]
+    # One failed try: the channel pauses for this run, and the resolved notice is held
+    # back anyway while its alert's firing notice is open.
+    assert [json.loads(r.data)["alert"]["labels"]["host"] for r, _ in httpserver.log] == ["web-1"]
     assert outbox.due(at(3)).filter(pk=resolved.pk).exists() is False
 
     status["code"] = 200
