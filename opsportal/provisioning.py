@@ -47,6 +47,7 @@ import yaml
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 
+from alerts.provisioning import ChannelsSection, RulesSection
 from monitoring.provisioning import ThresholdsSection
 
 logger = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ class Section(Protocol):
 
 
 #: Every section, in the order it is applied and exported.
-SECTIONS: list[Section] = [ThresholdsSection()]
+# Channels before the sections that name them (thresholds and rules list channel names).
+SECTIONS: list[Section] = [ChannelsSection(), ThresholdsSection(), RulesSection()]
 
 
 class ConfigError(Exception):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
 from django import forms
@@ -20,30 +19,13 @@ from django.utils.translation import ngettext
 
 from alerts import engine
 from alerts.models import Alert, AlertRule
-from alerts.rules import RuleError, parse
+from alerts.rules import RuleError
 from monitoring.admin.thresholds import DurationTextField
 from monitoring.durations import format_duration
 
-LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Series a preview lists at most (the count says how many there are).
 PREVIEW_ROWS = 20
 SEVERITY_COLOURS = {"info": "#417690", "warning": "#b26a00", "critical": "#b00020", "emergency": "#6a0dad"}
-
-
-def check_labels(value: Any) -> dict[str, str]:
-    """Return ``value`` as rule labels or raise ``ValidationError`` naming what is wrong."""
-    if value in (None, ""):
-        return {}
-    if not isinstance(value, dict):
-        raise forms.ValidationError(_('Enter an object of label names to text, e.g. {"team": "ops"}.'))
-    for key, item in value.items():
-        if not LABEL_NAME.match(str(key)):
-            raise forms.ValidationError(_("“%(key)s” is not a label name: use letters, digits and _.") % {"key": key})
-        if not isinstance(item, str):
-            raise forms.ValidationError(
-                _('The value of “%(key)s” must be text, e.g. "%(value)s".') % {"key": key, "value": item}
-            )
-    return value
 
 
 class AlertRuleForm(forms.ModelForm):
@@ -90,17 +72,6 @@ class AlertRuleForm(forms.ModelForm):
             "summary": _("One line for the notification; {{ $value }} and {{ $labels.host }} are filled in."),
             "labels": _('Extra labels added to every alert of this rule, e.g. {"team": "ops"}.'),
         }
-
-    def clean_expr(self) -> str:
-        text = (self.cleaned_data.get("expr") or "").strip()
-        try:
-            parse(text)
-        except RuleError as error:
-            raise forms.ValidationError(str(error), code="syntax") from None
-        return text
-
-    def clean_labels(self) -> dict[str, str]:
-        return check_labels(self.cleaned_data.get("labels"))
 
     def clean_for_duration(self) -> dt.timedelta:
         return self.cleaned_data.get("for_duration") or dt.timedelta(0)

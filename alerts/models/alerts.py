@@ -59,6 +59,39 @@ class AlertRule(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def clean(self) -> None:
+        """Check what an operator can get wrong; every error names its field (admin and ``loadconfig``)."""
+        from django.core.exceptions import ValidationError
+
+        from alerts.rules import RuleError, parse
+        from monitoring.models.thresholds import LABEL_NAME
+
+        errors: dict[str, list[str]] = {}
+        try:
+            parse(self.expr or "")
+        except RuleError as error:
+            errors.setdefault("expr", []).append(str(error))
+        if self.labels is None:
+            self.labels = {}
+        if not isinstance(self.labels, dict):
+            errors.setdefault("labels", []).append(
+                str(_('must be an object of label names to text, e.g. {"team": "ops"}'))
+            )
+        else:
+            for key, value in self.labels.items():
+                if not LABEL_NAME.match(str(key)):
+                    message = _("“%(key)s” is not a label name: use letters, digits and _") % {"key": key}
+                    errors.setdefault("labels", []).append(str(message))
+                elif not isinstance(value, str):
+                    message = _('the value of “%(key)s” must be text, e.g. "%(value)s"') % {"key": key, "value": value}
+                    errors.setdefault("labels", []).append(str(message))
+        for name in ("for_duration", "keep_firing_for", "repeat_interval"):
+            value = getattr(self, name)
+            if value is not None and value < dt.timedelta(0):
+                errors.setdefault(name, []).append(str(_("must be zero or more")))
+        if errors:
+            raise ValidationError(errors)
+
 
 class Alert(models.Model):
     """One occurrence of a problem: a rule (or threshold, or heartbeat) and one label set.

@@ -89,7 +89,8 @@ def test_export_then_load_changes_nothing(tmp_path):
     before = snapshot()
     text = export()
     out, _ = load(tmp_path, text)
-    assert out.strip() == f"thresholds: 0 created, 0 updated, {len(before)} unchanged"
+    # Other sections (channels, rules) are in the export too; this test is about thresholds.
+    assert f"thresholds: 0 created, 0 updated, {len(before)} unchanged" in out.splitlines()
     assert snapshot() == before
     assert export() == text
 
@@ -164,7 +165,8 @@ def test_an_unknown_section_is_an_error_and_nothing_is_applied(tmp_path):
     text = DESIGN_EXAMPLE + "dashboards:\n  - {name: x}\n"
     with pytest.raises(CommandError) as caught:
         load(tmp_path, text)
-    assert caught.value.stderr.strip() == "dashboards: unknown section (known: thresholds)"
+    message = caught.value.stderr.strip()
+    assert message.startswith("dashboards: unknown section (known: ") and "thresholds" in message
     assert not Threshold.objects.filter(labels_key='{"mount":"/"}').exists()
 
 
@@ -276,9 +278,9 @@ def test_exportconfig_prints_only_yaml_on_stdout(tmp_path):
     result = manage("exportconfig")
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load(result.stdout)
-    assert list(document) == ["thresholds"]
+    assert "thresholds" in document  # with the other registered sections (channels, rules)
     assert {item["metric"] for item in document["thresholds"]} >= {"system_cpu_usage_percent"}
-    assert result.stdout.startswith("thresholds:\n")
+    assert result.stdout.startswith("channels:")  # the first registered section: YAML alone on stdout
 
 
 def test_shared_values_can_live_under_an_x_anchor(tmp_path):
