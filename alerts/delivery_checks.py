@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db.models import Count, Max, Min, Q
 from django.utils import timezone
 
@@ -183,7 +184,30 @@ def channel_problems(now: dt.datetime | None = None) -> list[Problem]:
     return found
 
 
+def mail_problems() -> list[Problem]:
+    """Report email channels while no mail server is configured (mail then only lands in files)."""
+    if getattr(settings, "EMAIL_URL", "") or "smtp" in str(getattr(settings, "EMAIL_BACKEND", "")):
+        return []
+    names = list(
+        NotificationChannel.objects.filter(kind=NotificationChannel.Kind.EMAIL, enabled=True).values_list(
+            "name", flat=True
+        )[:6]
+    )
+    if not names:
+        return []
+    where = getattr(settings, "EMAIL_FILE_PATH", "") or "the mail backend"
+    listed = ", ".join(names[:5]) + (" …" if len(names) > 5 else "")
+    return [
+        (
+            WARNING,
+            f"email channel(s) {listed} are enabled but EMAIL_URL is not set: "
+            f"their notifications are written to {where}, not sent",
+            "Set EMAIL_URL (smtp://user:password@host:587, smtp+tls://…) for every process and restart.",
+        )
+    ]
+
+
 def delivery_problems(now: dt.datetime | None = None) -> list[Problem]:
     """Return every delivery finding, for ``diagnose``'s ``delivery`` component."""
     now = now or timezone.now()
-    return stuck_deliveries(now) + channel_problems(now)
+    return stuck_deliveries(now) + channel_problems(now) + mail_problems()

@@ -12,7 +12,9 @@ from django.test import Client, override_settings
 from pytest_httpserver import HTTPServer
 
 from alerts.models import NotificationChannel
-from tests.alerts.delivery_helpers import make_channel
+from tests.alerts.delivery_helpers import Sink, make_channel, smtp_sink
+
+__all__ = ["smtp_sink"]  # the SMTP sink fixture
 
 pytestmark = pytest.mark.django_db
 
@@ -207,3 +209,13 @@ def test_a_channel_whose_key_was_lost_still_lists_and_asks_for_the_target_again(
     assert fixed.status_code == 302
     channel.refresh_from_db()
     assert channel.target == TOKEN_URL and channel.secret == ""
+
+
+def test_send_test_notification_to_an_email_channel(staff_client: Client, smtp_sink: Sink) -> None:
+    channel = make_channel("oncall-mail", kind="email", target="oncall@example.com")
+
+    assert run_test_action(staff_client, channel) == ["oncall-mail: delivered (status 250)"]
+
+    [message] = smtp_sink.messages
+    assert message["Subject"] == "[INFO] OpsPortal test notification: firing"
+    assert "requested by root" in message.get_body(("plain",)).get_content()

@@ -101,3 +101,16 @@ def test_a_channel_whose_key_is_gone_is_critical() -> None:
     [(level, issue)] = levels_and_issues(NOW)
 
     assert level == "critical" and "channel ops-hook: its target or secret cannot be decrypted" in issue
+
+
+def test_email_channels_without_a_mail_server_are_reported() -> None:
+    make_channel("oncall-mail", kind="email", target="oncall@example.com")
+    unset = {"EMAIL_URL": "", "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend"}
+
+    with override_settings(**unset, EMAIL_FILE_PATH="/var/opsportal/mail"):
+        [(level, issue)] = levels_and_issues(NOW)
+    with override_settings(EMAIL_URL="smtp://mail.example.com:587"):
+        assert levels_and_issues(NOW) == []
+
+    assert level == "warning"
+    assert "oncall-mail" in issue and "EMAIL_URL is not set" in issue and "/var/opsportal/mail" in issue
