@@ -324,6 +324,30 @@ def collection(ctx: Context) -> Finding:
     return finding
 
 
+def alerting(ctx: Context) -> Finding:
+    """Evaluator on time, its lease not stuck, rules that evaluate (alerts.diagnosis)."""
+    from alerts import diagnosis as alerts_diagnosis
+
+    return _findings(ctx, "alerting", alerts_diagnosis.alerting_problems)
+
+
+def delivery(ctx: Context) -> Finding:
+    """Deliveries not stuck, channels not failing or flagged (alerts.delivery_checks)."""
+    from alerts import delivery_checks
+
+    return _findings(ctx, "delivery", delivery_checks.delivery_problems)
+
+
+def _findings(ctx: Context, what: str, problems: Callable[[], list[tuple[str, str, str]]]) -> Finding:
+    finding = Finding()
+    if not ctx.passed("database"):
+        finding.add(WARNING, f"cannot check {what}: the database is unreachable", "Fix the database first.")
+        return finding
+    for level, issue, action in problems():
+        finding.add(level, issue, action)
+    return finding
+
+
 @dataclass(frozen=True)
 class Component:
     name: str
@@ -337,6 +361,8 @@ COMPONENTS: list[Component] = [
     Component("workers", workers),
     Component("scheduler", scheduler),
     Component("collection", collection),
+    Component("alerting", alerting),
+    Component("delivery", delivery),
     Component("cache", cache),
     Component("dashboard", dashboard),
     Component("storage", storage),

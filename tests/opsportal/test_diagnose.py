@@ -27,7 +27,10 @@ from opsportal import diagnosis
 from opsportal.diagnosis import CRITICAL, OK, WARNING, Component, Context, Finding, PingResult
 
 REPO = Path(__file__).resolve().parents[2]
-COMPONENTS = {"database", "broker", "workers", "scheduler", "collection", "cache", "dashboard", "storage"}
+COMPONENTS = {
+    *("database", "broker", "workers", "scheduler", "collection", "cache", "dashboard", "storage"),
+    *("alerting", "delivery"),  # registered by the alerts app (alerts.diagnosis, alerts.delivery_checks)
+}
 CLOSED_REDIS = "redis://127.0.0.1:1/0"
 UNREACHABLE_REDIS = {
     "REDIS_URL": CLOSED_REDIS,
