@@ -154,39 +154,62 @@ class TestDerived:
 
 
 FLUSHING_PROCESS = """
-import django, sys
+import sys, time
+from pathlib import Path
+import django
 django.setup()
 from monitoring import middleware
-for _ in range(int(sys.argv[1])):
+flushes, barrier, me, parties = int(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+(barrier / me).touch()
+deadline = time.monotonic() + 60
+while len(list(barrier.iterdir())) < parties and time.monotonic() < deadline:
+    time.sleep(0.01)  # start flushing together, so the flushes really overlap
+for _ in range(flushes):
     for status in [200] * 9 + [500]:
         middleware.stats.observe(0.02, status)
     middleware.flush()
 """
 
 
+def database_url_of_this_run() -> str:
+    """Return a DATABASE_URL that points a subprocess at this run's test database."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    from urllib.parse import quote
+
+    auth = quote(db["USER"] or "", safe="") + (f":{quote(db['PASSWORD'], safe='')}" if db["PASSWORD"] else "")
+    return f"postgresql://{auth}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
 @pytest.mark.django_db(transaction=True)
-def test_counters_from_several_processes_add_up() -> None:
-    if connection.vendor != "sqlite":
-        pytest.skip("the processes share the SQLite test database file")
+def test_counters_from_several_processes_add_up(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     env.update(
         {
             "DJANGO_SETTINGS_MODULE": "opsportal.settings",
             "OPSPORTAL_DATA_DIR": str(settings.DATA_DIR),
-            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+            "DATABASE_URL": database_url_of_this_run(),
         }
     )
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
     procs = [
-        subprocess.Popen([sys.executable, "-c", FLUSHING_PROCESS, "5"], cwd=ROOT, env=env, stderr=subprocess.PIPE)
-        for _ in range(2)
+        subprocess.Popen(
+            [sys.executable, "-c", FLUSHING_PROCESS, "20", str(barrier), str(n), "2"],
+            cwd=ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+        )
+        for n in range(2)
     ]
     for proc in procs:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err.decode()
-    # 2 processes x 5 flushes x 10 requests, one in ten a 500.
-    assert latest("http_requests_total", status="200") == 90
-    assert latest("http_requests_total", status="500") == 10
-    assert latest("http_request_duration_seconds_count") == 100
+    # 2 processes x 20 flushes x 10 requests, one in ten a 500.
+    assert latest("http_requests_total", status="200") == 360
+    assert latest("http_requests_total", status="500") == 40
+    assert latest("http_request_duration_seconds_count") == 400
     assert derived.request_error_ratio(window=dt.timedelta(minutes=5)) == pytest.approx(0.1)
     web_rows = ProcessHeartbeat.objects.filter(role="web", pid__in=[p.pid for p in procs])
     assert web_rows.count() == 2, "each flushing process reports itself for the process collector"
