@@ -36,6 +36,7 @@ def increases(
     before each) come from index lookups on (series, ts). A series born inside the
     window starts from 0.
     """
+
     def at_or_before(moment: dt.datetime) -> Subquery:
         latest = Sample.objects.filter(series=OuterRef("pk"), ts__lte=moment).order_by("-ts").values("value")[:1]
         return Subquery(latest)
