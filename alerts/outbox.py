@@ -76,6 +76,11 @@ RUN_BUDGET = 60.0
 #: The most due deliveries one sweep re-kicks.
 SWEEP_LIMIT = 2000
 SWEEP_LEASE = dt.timedelta(seconds=8)
+#: Seconds after which an unconsumed kick is dropped: the sweep has sent a fresher one.
+KICK_EXPIRES = 60
+#: How long finished deliveries (and their attempts) are kept, and how many one sweep deletes.
+KEEP_FINISHED = _seconds("ALERTS_DELIVERY_KEEP_SECONDS", 30 * 86400)
+PRUNE_BATCH = 500
 
 #: Transition events that are announced; ``pending`` is not.
 NOTIFIED_EVENTS = frozenset(
@@ -180,7 +185,7 @@ def kick(delivery_ids: Iterable[int] | None = None) -> None:
 
     try:
         if delivery_ids is None:
-            deliver.apply_async(args=(None,))
+            deliver.apply_async(args=(None,), expires=KICK_EXPIRES)
             return
         ids = list(delivery_ids)
         if not ids:
@@ -199,10 +204,10 @@ def kick(delivery_ids: Iterable[int] | None = None) -> None:
                 later[channel_id].append(pk)
                 latest[channel_id] = max(due, latest.get(channel_id, due))
         for _channel_id, chunk in _chunks(by_channel):
-            deliver.apply_async(args=(chunk,))
+            deliver.apply_async(args=(chunk,), expires=KICK_EXPIRES)
         for channel_id, chunk in _chunks(later):
             countdown = (latest[channel_id] - now).total_seconds() + 0.2
-            deliver.apply_async(args=(chunk,), countdown=countdown)
+            deliver.apply_async(args=(chunk,), countdown=countdown, expires=countdown + KICK_EXPIRES)
     except Exception:
         logger.warning("could not kick deliveries; the sweep will send them", exc_info=True)
 
@@ -560,6 +565,7 @@ def sweep(now: dt.datetime | None = None, send_kicks: bool = True) -> dict[str, 
         ids = list(due(now).order_by("next_attempt_at", "id").values_list("id", flat=True)[:SWEEP_LIMIT])
         if ids and send_kicks:
             kick(ids)
+        pruned = prune(now)
         publish_metrics(now)
     finally:
         EvaluationLease.objects.filter(name="delivery_sweep", owner=owner).update(
@@ -568,7 +574,27 @@ def sweep(now: dt.datetime | None = None, send_kicks: bool = True) -> dict[str, 
             last_finished_at=timezone.now(),
             last_duration_ms=(time.monotonic() - tick) * 1000,
         )
-    return {"released": released, "kicked": len(ids)}
+    return {"released": released, "kicked": len(ids), "pruned": pruned}
+
+
+def prune(now: dt.datetime, keep: dt.timedelta | None = None, batch: int = PRUNE_BATCH) -> int:
+    """Delete up to ``batch`` finished deliveries older than ``keep``; return how many.
+
+    Bounded per call, so a sweep stays short however large the backlog; the next
+    sweeps continue.
+    """
+    cutoff = now - (KEEP_FINISHED if keep is None else keep)
+    finished = (State.DELIVERED, State.FAILED, State.EXPIRED)
+    ids = list(
+        Delivery.objects.filter(created_at__lt=cutoff, state__in=finished)
+        .order_by("created_at")
+        .values_list("id", flat=True)[:batch]
+    )
+    if not ids:
+        return 0
+    DeliveryAttempt.objects.filter(delivery_id__in=ids).delete()
+    Delivery.objects.filter(id__in=ids).delete()
+    return len(ids)
 
 
 def _claim_cycle(name: str, owner: str, now: dt.datetime) -> bool:

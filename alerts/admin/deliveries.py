@@ -81,7 +81,6 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = (AttentionFilter, "state", "channel", "event")
     list_select_related = ("channel", "alert")
     search_fields = ("alert__name", "channel__name", "delivery_id")
-    date_hierarchy = None
     show_full_result_count = False
     inlines = [DeliveryAttemptInline]
     fields = (

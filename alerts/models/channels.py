@@ -168,7 +168,7 @@ class Delivery(models.Model):
     )
     lease_until = models.DateTimeField(_("lease until"), null=True, blank=True)
     owner = models.CharField(_("claimed by"), max_length=200, blank=True)
-    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
     last_status_code = models.PositiveSmallIntegerField(_("last status code"), null=True, blank=True)

@@ -396,7 +396,7 @@ def test_sweep_rekicks_every_due_delivery_releases_leases_and_publishes_metrics(
 
     summary = outbox.sweep(now=when)
 
-    assert summary == {"released": 1, "kicked": 2}
+    assert summary == {"released": 1, "kicked": 2, "pruned": 0}
     kicked_ids = sorted(pk for args, _ in kicked for pk in args[0])
     assert kicked_ids == sorted(d.pk for d in due_now)
     series = {
@@ -453,3 +453,20 @@ def test_a_channel_kind_without_a_transport_yet_keeps_its_deliveries_waiting() -
 
     delivery.refresh_from_db()
     assert delivery.state == "pending" and "no transport" in delivery.last_error
+
+
+def test_finished_deliveries_are_pruned_after_the_keep_period_a_batch_at_a_time(httpserver: HTTPServer) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    channel = make_channel(target=httpserver.url_for("/hook"))
+    for host in "abc":
+        outbox.enqueue(transition(make_alert(labels={"host": host}), "firing"), [channel], now=NOW)
+    outbox.deliver_due(now=lambda: NOW)
+    [still_open] = outbox.enqueue(transition(make_alert(labels={"host": "d"}), "firing"), [channel], now=NOW)
+    later = NOW + outbox.KEEP_FINISHED + S
+
+    assert outbox.prune(NOW + outbox.KEEP_FINISHED - S) == 0
+    assert outbox.prune(later, batch=2) == 2
+    assert outbox.prune(later, batch=2) == 1
+
+    assert list(Delivery.objects.values_list("pk", flat=True)) == [still_open.pk]  # open ones are kept
+    assert DeliveryAttempt.objects.count() == 0
