@@ -5,11 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 
 class AlertsConfig(AppConfig):
-    """Rules, alerts, silences, escalation, notification channels and deliveries.
-
-    The rule engine and the delivery outbox arrive with their own issue; the app is
-    installed now so that its migrations and permissions slot into the groups.
-    """
+    """Rules, alerts, silences, escalation, notification channels and deliveries."""
 
     name = "alerts"
     verbose_name = _("Alerts")
