@@ -660,16 +660,50 @@ def kick() -> None:
         logger.warning("could not kick an evaluation; the periodic one will run", exc_info=True)
 
 
+class _SeriesNames:
+    """Per-process memory of each series id's metric name and labels (they never change).
+
+    So a sample of a known series costs no query to tell whether a rule reads it.
+    """
+
+    MAX_ENTRIES = 200_000
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[str, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def of(self, ids: Iterable[int]) -> list[tuple[str, dict[str, str]]]:
+        from monitoring.models import Series
+
+        ids = list(ids)
+        with self._lock:
+            unknown = [i for i in ids if i not in self._known]
+        if unknown:
+            rows = Series.objects.filter(id__in=unknown).values_list("id", "name", "labels")
+            found = {sid: (name, labels or {}) for sid, name, labels in rows}
+            with self._lock:
+                if len(self._known) + len(found) > self.MAX_ENTRIES:
+                    self._known.clear()
+                self._known.update(found)  # ids not found (rolled back) are asked again next time
+        with self._lock:
+            return [self._known[i] for i in ids if i in self._known]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._known.clear()
+
+
+series_names = _SeriesNames()
+
+
 def kick_for_series(series_ids: Iterable[int]) -> bool:
     """Kick a cycle when a rule reads any of these series; return whether one was kicked."""
-    from monitoring.models import Series
-
     try:
         watched = watched_selectors()
         if not watched:
             return False
-        rows = Series.objects.filter(id__in=list(series_ids), name__in=list(watched)).values_list("name", "labels")
-        if not any(s.matches(name, labels or {}) for name, labels in rows for s in watched.get(name, ())):
+        rows = series_names.of(series_ids)
+        if not any(s.matches(name, labels) for name, labels in rows for s in watched.get(name, ())):
             return False
     except Exception:
         logger.warning("could not tell whether new samples concern a rule", exc_info=True)

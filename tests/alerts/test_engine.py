@@ -58,9 +58,11 @@ def sent(alert: Alert) -> list[str]:
 def _fresh_caches():
     # Series ids and rule selectors are cached per process; each test rolls its rows back.
     series_cache.clear()
+    engine.series_names.clear()
     engine.forget_watched_selectors()
     yield
     series_cache.clear()
+    engine.series_names.clear()
     engine.forget_watched_selectors()
 
 
