@@ -203,15 +203,16 @@ def _read(ids: list[int], start: dt.datetime, end: dt.datetime, resolution: int,
     marks = rollups.watermarks()
     rows: list[_Row] = []
     cursor = rollups.floor_time(start, resolution)
-    for res in (rollups.HOUR, rollups.MINUTE):
-        until = marks[res]
-        if res > resolution or until is None or until <= cursor:
-            continue
-        seg_end = min(end, until)
-        rows.extend(_rollup_rows(ids, cursor, seg_end, res, step if res == resolution else res))
-        cursor = seg_end
-        if cursor >= end:
-            break
+    with rollups.without_jit():
+        for res in (rollups.HOUR, rollups.MINUTE):
+            until = marks[res]
+            if res > resolution or until is None or until <= cursor:
+                continue
+            seg_end = min(end, until)
+            rows.extend(_rollup_rows(ids, cursor, seg_end, res, step if res == resolution else res))
+            cursor = seg_end
+            if cursor >= end:
+                break
     if cursor < end:
         rows.extend((sid, (t - _EPOCH) / _SECOND, v, v, v, v, 1) for sid, t, v in _raw(ids, max(cursor, start), end))
     rows.sort(key=lambda r: (r[0], r[1]))
@@ -230,7 +231,8 @@ def _raw(ids: list[int], start: dt.datetime, end: dt.datetime) -> list[tuple[int
 def _epoch_bucket_sql(column: str, step: int) -> str:
     """Return SQL for the start, in epoch seconds, of the ``step``-second bucket holding ``column``."""
     if connection.vendor == "postgresql":
-        return f"CAST(floor(extract(epoch FROM {column}) / {step}) * {step} AS bigint)"
+        # Rollup buckets are whole seconds: the float epoch converts exactly, and the rest is integer maths.
+        return f"(CAST(date_part('epoch', {column}) AS bigint) / {step}) * {step}"
     return f"(CAST(strftime('%%s', {column}) AS INTEGER) / {step}) * {step}"
 
 
@@ -256,7 +258,13 @@ def _rollup_rows(ids: list[int], start: dt.datetime, end: dt.datetime, resolutio
             f"SELECT series_id, {bucket}, {mn}, {avg}, {mx}, {last}, {cnt} FROM {table} "  # noqa: S608
             f"WHERE {where} ORDER BY series_id, bucket"
         )
-    else:
+    elif connection.vendor == "postgresql":
+        sql = (
+            f"SELECT series_id, {bucket} AS b, MIN({mn}), SUM({avg} * {cnt}) / SUM({cnt}), MAX({mx}), "  # noqa: S608
+            f"(array_agg({last} ORDER BY bucket DESC))[1], SUM({cnt}) "
+            f"FROM {table} WHERE {where} GROUP BY series_id, b ORDER BY series_id, b"
+        )
+    else:  # no ordered aggregates: look the last bucket's value up through the unique index
         sql = (
             f"SELECT g.series_id, g.b, g.lo, g.mean, g.hi, "  # noqa: S608
             f"(SELECT r.{last} FROM {table} r WHERE r.series_id = g.series_id AND r.resolution = {int(resolution)} "

@@ -22,8 +22,9 @@ readings only.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -169,7 +170,10 @@ def _first_source_time(resolution: int, since: dt.datetime | None) -> dt.datetim
 def _bucket_sql(column: str, resolution: int) -> str:
     """Return SQL for the start of the bucket holding ``column`` (same text as Django stores)."""
     if connection.vendor == "postgresql":
-        return f"to_timestamp(floor(extract(epoch FROM {column}) / {resolution}) * {resolution})"
+        # date_trunc on the UTC wall clock: native timestamp arithmetic (epoch maths is numeric,
+        # several times slower) and independent of the session's time zone.
+        unit = {MINUTE: "minute", HOUR: "hour"}[resolution]
+        return f"(date_trunc('{unit}', {column} AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
     # SQLite keeps datetimes as 'YYYY-MM-DD HH:MM:SS[.ffffff]' UTC text; datetime() writes
     # the same shape, so rows written here and by the ORM compare and collide as they should.
     return f"datetime((CAST(strftime('%%s', {column}) AS INTEGER) / {resolution}) * {resolution}, 'unixepoch')"
@@ -203,39 +207,64 @@ def rollup_window(
             return 0
         only = f" AND series_id IN ({', '.join(['%s'] * len(ids))})"
         params.extend(ids)
+    # "last" is the value of the bucket's latest row: an ordered array_agg on PostgreSQL,
+    # an index lookup of the row at MAX(time) on SQLite (which has no ordered aggregates).
+    pg = connection.vendor == "postgresql"
     if resolution == MINUTE:
         bucket = _bucket_sql("ts", MINUTE)
+        last_of = "(array_agg(value ORDER BY ts DESC, id DESC))[1]" if pg else "MAX(ts)"
         source = (
             f"SELECT series_id, {bucket} AS bucket, MIN(value) AS lo, MAX(value) AS hi, AVG(value) AS mean, "  # noqa: S608
-            f"COUNT(*) AS n, MAX(ts) AS last_at FROM {sample} WHERE ts >= %s AND ts < %s{only} "
+            f"COUNT(*) AS n, {last_of} AS last_of FROM {sample} WHERE ts >= %s AND ts < %s{only} "
             f"GROUP BY series_id, {bucket}"
         )
         last_value = (
-            f"SELECT s.value FROM {sample} s WHERE s.series_id = g.series_id AND s.ts = g.last_at "  # noqa: S608
-            "ORDER BY s.id DESC LIMIT 1"
+            "g.last_of"
+            if pg
+            else f"(SELECT s.value FROM {sample} s WHERE s.series_id = g.series_id AND s.ts = g.last_of "  # noqa: S608
+            "ORDER BY s.id DESC LIMIT 1)"
         )
     else:
         bucket = _bucket_sql("bucket", HOUR)
+        last_of = f"(array_agg({last} ORDER BY bucket DESC))[1]" if pg else "MAX(bucket)"
         source = (
             f"SELECT series_id, {bucket} AS bucket, MIN({mn}) AS lo, MAX({mx}) AS hi, "  # noqa: S608
-            f"SUM({avg} * {cnt}) / SUM({cnt}) AS mean, SUM({cnt}) AS n, MAX(bucket) AS last_at "
+            f"SUM({avg} * {cnt}) / SUM({cnt}) AS mean, SUM({cnt}) AS n, {last_of} AS last_of "
             f"FROM {rollup} WHERE resolution = {MINUTE} AND bucket >= %s AND bucket < %s{only} "
             f"GROUP BY series_id, {bucket}"
         )
         last_value = (
-            f"SELECT r.{last} FROM {rollup} r WHERE r.series_id = g.series_id "  # noqa: S608
-            f"AND r.resolution = {MINUTE} AND r.bucket = g.last_at"
+            "g.last_of"
+            if pg
+            else f"(SELECT r.{last} FROM {rollup} r WHERE r.series_id = g.series_id "  # noqa: S608
+            f"AND r.resolution = {MINUTE} AND r.bucket = g.last_of)"
         )
     sql = (
         f"INSERT INTO {rollup} (series_id, resolution, bucket, {mn}, {mx}, {avg}, {cnt}, {last}) "  # noqa: S608
-        f"SELECT g.series_id, {resolution}, g.bucket, g.lo, g.hi, g.mean, g.n, ({last_value}) "
+        f"SELECT g.series_id, {resolution}, g.bucket, g.lo, g.hi, g.mean, g.n, {last_value} "
         f"FROM ({source}) g WHERE true "
         f"ON CONFLICT (series_id, resolution, bucket) DO UPDATE SET {mn} = excluded.{mn}, {mx} = excluded.{mx}, "
         f"{avg} = excluded.{avg}, {cnt} = excluded.{cnt}, {last} = excluded.{last}"
     )
-    with connection.cursor() as cursor:
+    with without_jit(), connection.cursor() as cursor:
         cursor.execute(sql, params)
         return max(cursor.rowcount, 0)
+
+
+@contextlib.contextmanager
+def without_jit() -> Iterator[None]:
+    """Run the enclosed statements with PostgreSQL's JIT compiler off (no-op elsewhere).
+
+    The planner's cost estimates for these aggregates easily pass ``jit_above_cost``;
+    JIT then spends far longer compiling (up to a second was measured) than the
+    index-driven statements take to run (tens of milliseconds).
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL jit = off")
+        yield
 
 
 def reroll(series_ids: Collection[int], earliest: dt.datetime, latest: dt.datetime) -> int:

@@ -124,7 +124,8 @@ def test_range_reads_cost_the_same_queries_for_one_series_or_many():
         with CaptureQueriesContext(connection) as queries:
             result = reads.range_read(series_ids, NOW - 2 * D, NOW, max_points=100, now=NOW)
         assert all(result[i] for i in series_ids)
-        return len(queries)
+        # Statements that read (PostgreSQL adds a transaction to switch its JIT off).
+        return len([q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("SELECT")])
 
     assert count(ids[:1]) == count(ids) <= 5
 
