@@ -74,6 +74,8 @@ ALLOWED_HOSTS = env_list("OPSPORTAL_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "
 HOSTNAME = env_hostname("OPSPORTAL_HOSTNAME", (socket.gethostname() or "localhost").split(".")[0][:63])
 METRICS_TOKEN = env_str("OPSPORTAL_METRICS_TOKEN")
 DEADMAN_URL = env_url("OPSPORTAL_DEADMAN_URL", ("http", "https"))
+#: Where operators reach the portal; makes links in notifications absolute.
+OPSPORTAL_BASE_URL = env_url("OPSPORTAL_BASE_URL", ("http", "https"))
 REDIS_URL = env_url("REDIS_URL", ("redis", "rediss", "unix"))
 DATABASE_URL = env_url("DATABASE_URL", ("postgres", "postgresql", "pgsql", "sqlite"))
 EMAIL_URL = env_url(
