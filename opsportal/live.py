@@ -7,8 +7,10 @@ they announce, so an event commits, or rolls back, with its change.
 Reading: each ASGI process runs one :class:`Poller` on its event loop, started at the
 first WebSocket connection (Daphne sends no lifespan events, and ``AppConfig.ready()``
 runs in management commands too). Every :data:`POLL_SECONDS` it reads the rows it has
-not seen, through ``database_sync_to_async``, and offers each one to the
-:class:`Feed` of every client connected to *this* process. Each process fans out to its
+not seen, in its own thread with its own database connection (never on the event
+loop), and offers each one to the :class:`Feed` of every client connected to *this*
+process. Every :data:`SESSION_CHECK_SECONDS` it also re-checks the sessions of all its
+clients in one go, and a logout anywhere ends that session's sockets at the next poll. Each process fans out to its
 own clients only, so every browser gets every event once, whatever the number of web
 processes. The poller stops when its last client leaves.
 
@@ -42,11 +44,12 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict, overload
 
 from channels.db import database_sync_to_async
-from django.db import connection
+from django.db import connection, connections
 from django.db.models import Max, Q
 from django.utils import timezone
 
@@ -65,6 +68,10 @@ KEEP_SECONDS = 300
 #: A cached snapshot is reused by clients connecting within this many seconds, if no
 #: event was delivered since it was built.
 SNAPSHOT_TTL = 2.0
+#: How often each web process re-checks the sessions of its clients (all at once).
+SESSION_CHECK_SECONDS = 30.0
+#: The close code of a client whose session was logged out (the page's "logged out").
+SESSION_ENDED_CODE = 4401
 
 
 # --- payloads -------------------------------------------------------------------------
@@ -254,6 +261,7 @@ class Poller:
         self._snapshot: tuple[int, float, str] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.snapshot_builder: Callable[[], SnapshotPayload] | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="opsportal-live")
 
     async def ready(self) -> None:
         """Start the poller if needed and return once it knows where to read from."""
@@ -261,28 +269,60 @@ class Poller:
             self._task = self.loop.create_task(self._run(), name="opsportal-live-poller")
         await self._started.wait()
 
+    async def _db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn`` in the poller's own thread, off the event loop.
+
+        One thread keeps one database connection for the poller's life: with
+        ``CONN_MAX_AGE=0``, ``database_sync_to_async`` would open and close one every
+        poll. After an error the connection is closed, and the next call opens a new one.
+        """
+        return await self.loop.run_in_executor(self._executor, _call_closing_on_error, fn, args)
+
     async def _run(self) -> None:
-        while True:
-            try:
-                if self.window is None:
-                    self.window = await database_sync_to_async(reread_window)()
-                self.cursor, self.seen = await database_sync_to_async(read_start)(self.window)
-                break
-            except Exception:
-                logger.warning("live events: cannot read the event table yet; retrying", exc_info=True)
-                await asyncio.sleep(1.0)
-        self._started.set()
-        while self.clients:
-            try:
-                rows = await database_sync_to_async(read_new)(self.cursor, self.seen, self.window or 0.0)
-            except Exception:
-                logger.warning("live events: poll failed; retrying", exc_info=True)
-                rows = []
-                await asyncio.sleep(1.0)
-            self.dispatch(rows)
-            if len(rows) < BATCH:
-                await asyncio.sleep(POLL_SECONDS)
-        self.stopped = True
+        try:
+            while True:
+                try:
+                    if self.window is None:
+                        self.window = await self._db(reread_window)
+                    self.cursor, self.seen = await self._db(read_start, self.window)
+                    break
+                except Exception:
+                    logger.warning("live events: cannot read the event table yet; retrying", exc_info=True)
+                    await asyncio.sleep(1.0)
+            self._started.set()
+            next_check = time.monotonic() + SESSION_CHECK_SECONDS
+            while self.clients:
+                try:
+                    rows = await self._db(read_new, self.cursor, self.seen, self.window or 0.0)
+                except Exception:
+                    logger.warning("live events: poll failed; retrying", exc_info=True)
+                    rows = []
+                    await asyncio.sleep(1.0)
+                self.dispatch(rows)
+                if time.monotonic() >= next_check:
+                    await self.check_sessions()
+                    next_check = time.monotonic() + SESSION_CHECK_SECONDS
+                if len(rows) < BATCH:
+                    await asyncio.sleep(POLL_SECONDS)
+        finally:
+            self.stopped = True
+            self._executor.submit(connections.close_all)
+            self._executor.shutdown(wait=False)
+
+    async def check_sessions(self) -> None:
+        """Close (4401/4403) the clients whose session ended or whose user lost access."""
+        from opsportal.socket_auth import check_sessions
+
+        feeds = list(self.clients)
+        try:
+            codes = await self._db(check_sessions, {feed.session_key for feed in feeds})
+        except Exception:
+            logger.warning("live events: session check failed; keeping the sockets", exc_info=True)
+            return
+        for feed in feeds:
+            code = codes.get(feed.session_key)
+            if code is not None:
+                feed.end_session(code)
 
     def dispatch(self, rows: list[tuple[int, str, Any, dt.datetime]]) -> None:
         """Offer each new event to every client of this process (never blocks)."""
@@ -294,7 +334,7 @@ class Poller:
             if kind == "session_ended":
                 for feed in list(self.clients):
                     if feed.session == payload.get("session"):
-                        feed.end_session()
+                        feed.end_session(SESSION_ENDED_CODE)
                 continue
             if kind not in CLIENT_KINDS:
                 continue
@@ -325,6 +365,14 @@ class Poller:
             text = encode("snapshot", await database_sync_to_async(builder)())
             self._snapshot = (version, time.monotonic(), text)
             return text
+
+
+def _call_closing_on_error(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        connections.close_all()
+        raise
 
 
 def _default_builder() -> Callable[[], SnapshotPayload]:
@@ -422,9 +470,13 @@ class Feed:
     max_pending = 5000
     min_interval = 1.0
 
-    def __init__(self, send: Callable[[str], Awaitable[None]], *, session: str = "") -> None:
+    def __init__(self, send: Callable[[str], Awaitable[None]], *, session_key: str | None = None) -> None:
         self.send = send
-        self.session = session
+        #: The session's key stays in this process's memory; events carry its fingerprint.
+        self.session_key = session_key
+        self.session = session_fingerprint(session_key)
+        #: Set with the close code when the session ended or the user lost access.
+        self.close_code: int | None = None
         self.poller: Poller | None = None
         self.queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=self.max_queue)
         self.behind = False
@@ -448,7 +500,9 @@ class Feed:
         except asyncio.QueueFull:
             self._fall_behind()
 
-    def end_session(self) -> None:
+    def end_session(self, code: int) -> None:
+        if self.close_code is None:
+            self.close_code = code
         self.session_ended.set()
 
     def _fall_behind(self) -> None:

@@ -16,7 +16,6 @@ from django.utils import timezone
 
 from opsportal import live
 from opsportal.asgi import application
-from opsportal.consumers import StatusConsumer
 
 WS_PATH = "/ws/status/"
 GOOD_ORIGIN = b"http://localhost"
@@ -326,7 +325,7 @@ def _publish_many(count: int) -> None:
 
 @pytest.mark.django_db(transaction=True)
 async def test_session_that_expires_mid_stream_is_closed_with_4401(superuser, monkeypatch):
-    monkeypatch.setattr(StatusConsumer, "session_check_seconds", 0.3)
+    monkeypatch.setattr(live, "SESSION_CHECK_SECONDS", 0.3)
     communicator = await staff_socket(superuser)
     from django.contrib.sessions.models import Session
 
@@ -337,7 +336,7 @@ async def test_session_that_expires_mid_stream_is_closed_with_4401(superuser, mo
 
 @pytest.mark.django_db(transaction=True)
 async def test_user_who_loses_staff_status_mid_stream_is_closed_with_4403(staff_user, monkeypatch):
-    monkeypatch.setattr(StatusConsumer, "session_check_seconds", 0.3)
+    monkeypatch.setattr(live, "SESSION_CHECK_SECONDS", 0.3)
     communicator = await staff_socket(staff_user)
     staff_user.is_staff = False
     await database_sync_to_async(staff_user.save)()
