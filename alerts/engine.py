@@ -30,18 +30,18 @@ after commit); a threshold status change does too. Beat runs one every 10 s anyw
 from __future__ import annotations
 
 import contextvars
-import copy
 import datetime as dt
+import functools
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -50,7 +50,7 @@ from alerts.lifecycle import Observation, Policy, Step
 from alerts.models import Alert, AlertRule, AlertTransition, Delivery, EvaluationLease, NotificationChannel
 from alerts.models.alerts import Severity
 from alerts.reading import DatabaseSource
-from alerts.rules import EvaluationCache, Expr, Result, RuleError, Selector, parse, plan, plan_all
+from alerts.rules import EvaluationCache, Expr, Requirement, Result, RuleError, Selector, parse, plan
 from alerts.rules import evaluate as evaluate_expression
 from alerts.signals import alert_changed
 
@@ -81,6 +81,24 @@ Event = AlertTransition.Event
 _FIRING_STATES = (State.FIRING, State.ACKNOWLEDGED)
 #: Fields a cycle may change on an open alert without a transition.
 _BOOKKEEPING = ("value", "last_true_at", "severity", "summary", "rule")
+#: Fields the decision reads (the others stay deferred: fewer conversions per open alert).
+_DECIDING = (
+    "id",
+    "source",
+    "rule_id",
+    "name",
+    "fingerprint",
+    "severity",
+    "state",
+    "summary",
+    "value",
+    "active_since",
+    "fired_at",
+    "last_true_at",
+    "last_notified_at",
+)
+#: Fingerprints computed by this process, by name and labels (a JSON dump and a hash per alert add up).
+_FINGERPRINTS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
 
 class LeaseLost(Exception):
@@ -225,6 +243,78 @@ def run(now: dt.datetime | None = None, *, kick: bool = False, publish: bool = T
     return summary
 
 
+class RuleRow:
+    """What a cycle needs of one enabled rule: read as plain values (10,000 model instances cost too much)."""
+
+    FIELDS = (
+        "id",
+        "name",
+        "expr",
+        "severity",
+        "for_duration",
+        "keep_firing_for",
+        "repeat_interval",
+        "labels",
+        "summary",
+        "last_error",
+    )
+    __slots__ = ("expr", "extra_labels", "last_error", "name", "pk", "policy", "severity", "summary")
+
+    def __init__(
+        self,
+        pk: int,
+        name: str,
+        expr: str,
+        severity: str,
+        for_duration: dt.timedelta | None,
+        keep_firing_for: dt.timedelta | None,
+        repeat_interval: dt.timedelta | None,
+        labels: Mapping[str, Any] | None,
+        summary: str,
+        last_error: str,
+    ) -> None:
+        self.pk = pk
+        self.name = name
+        self.expr = expr
+        self.severity = severity
+        self.policy = _policy(for_duration, keep_firing_for, repeat_interval)
+        self.extra_labels = {str(k): str(v) for k, v in (labels or {}).items()}
+        self.summary = summary
+        self.last_error = last_error
+
+    def target(self, result: Result) -> Target:
+        """Return the identity and observation of one series the rule's expression returned."""
+        labels = {**result.labels, **self.extra_labels} if self.extra_labels else result.labels
+        return Target(
+            source=Alert.Source.RULE,
+            name=self.name,
+            labels=labels,
+            observation=Observation(
+                value=result.value,
+                severity=self.severity,
+                summary=lifecycle.render_summary(self.summary, self.name, labels, result.value),
+                cause=f"expression true (value {result.value:g})",
+            ),
+            policy=self.policy,
+            rule_id=self.pk,
+        )
+
+
+@functools.lru_cache(maxsize=1024)
+def _policy(
+    for_duration: dt.timedelta | None, keep_firing_for: dt.timedelta | None, repeat_interval: dt.timedelta | None
+) -> Policy:
+    zero = dt.timedelta(0)
+    return Policy(for_duration or zero, keep_firing_for or zero, repeat_interval or zero)
+
+
+def rule_policy(rule: AlertRule | RuleRow) -> Policy:
+    """Return the timings of ``rule``."""
+    if isinstance(rule, RuleRow):
+        return rule.policy
+    return _policy(rule.for_duration, rule.keep_firing_for, rule.repeat_interval)
+
+
 @dataclass
 class Target:
     """One identity whose condition holds now, and what its alert is made of."""
@@ -234,13 +324,13 @@ class Target:
     labels: dict[str, str]
     observation: Observation
     policy: Policy
-    rule: AlertRule | None = None
+    rule_id: int | None = None
     channel_names: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
         prefix = "" if self.source == Alert.Source.RULE else f"{self.source}:"
-        return lifecycle.fingerprint(prefix + self.name, self.labels)
+        return _fingerprint(prefix + self.name, self.labels)
 
 
 @dataclass
@@ -252,6 +342,16 @@ class Change:
     target: Target | None
     policy: Policy
     ended: str = ""
+
+
+@dataclass
+class Bookkeeping:
+    """Open alerts whose fields moved without a transition."""
+
+    #: Only the value and ``last_true_at`` (the condition still holds): the common case.
+    timed: list[Alert] = field(default_factory=list)
+    #: Severity, summary or rule changed too (a rule was edited).
+    edited: list[Alert] = field(default_factory=list)
 
 
 @dataclass
@@ -269,7 +369,7 @@ class Cycle:
         self.now = now
         self.owner = owner
         self.summary = Summary()
-        self.rules: dict[int, AlertRule] = {}
+        self.rules: dict[int, RuleRow] = {}
         self.failed: dict[int, str] = {}
         self._rule_channels: dict[int, list[int]] | None = None
         self._channels: dict[int, NotificationChannel] | None = None
@@ -288,18 +388,21 @@ class Cycle:
     # --- reading and evaluating -----------------------------------------------------
 
     def rule_targets(self, targets: dict[str, Target]) -> None:
-        rules = list(AlertRule.objects.filter(enabled=True).order_by("id"))
+        rows = AlertRule.objects.filter(enabled=True).order_by("id").values_list(*RuleRow.FIELDS)
+        rules = [RuleRow(*row) for row in rows]
         self.rules = {rule.pk: rule for rule in rules}
         self.summary.rules = len(rules)
         parsed: dict[int, Expr] = {}
+        requirements: dict[Requirement, None] = {}
         for rule in rules:
             try:
-                parsed[rule.pk] = parse(rule.expr)
+                parsed[rule.pk] = expr = parse(rule.expr)
             except RuleError as error:
                 self.failed[rule.pk] = f"expression: {error}"
+                continue
+            requirements.update(dict.fromkeys(plan(expr).requirements))  # plan() is cached per tree
         cache = EvaluationCache(self.now)
         source = DatabaseSource(self.now)
-        requirements = plan_all(parsed.values()).requirements
         self.summary.requirements = len(requirements)
         source.prefetch(requirements, cache)
         for rule in rules:
@@ -316,29 +419,12 @@ class Cycle:
                 self.failed[rule.pk] = f"evaluation failed ({type(error).__name__}: {error})"
                 continue
             for result in results:
-                target = self.rule_target(rule, result)
+                target = rule.target(result)
                 targets.setdefault(target.fingerprint, target)
                 self.summary.series_results += 1
         self.summary.failed_rules = len(self.failed)
         for pk, error in self.failed.items():
             logger.warning("evaluation: rule %r skipped: %s", self.rules[pk].name, error)
-
-    @staticmethod
-    def rule_target(rule: AlertRule, result: Result) -> Target:
-        labels = {**result.labels, **{str(k): str(v) for k, v in (rule.labels or {}).items()}}
-        return Target(
-            source=Alert.Source.RULE,
-            name=rule.name,
-            labels=labels,
-            observation=Observation(
-                value=result.value,
-                severity=rule.severity,
-                summary=lifecycle.render_summary(rule.summary, rule.name, labels, result.value),
-                cause=f"expression true (value {result.value:g})",
-            ),
-            policy=rule_policy(rule),
-            rule=rule,
-        )
 
     def threshold_targets(self, targets: dict[str, Target]) -> bool:
         """Add the series monitoring holds at warning or critical; return False when they could not be read."""
@@ -375,17 +461,17 @@ class Cycle:
 
     # --- deciding -------------------------------------------------------------------
 
-    def decide(self, targets: Mapping[str, Target], thresholds_read: bool) -> tuple[list[Change], list[Alert]]:
-        """Return the alerts that take a transition and those whose value or timing fields only moved."""
+    def decide(self, targets: Mapping[str, Target], thresholds_read: bool) -> tuple[list[Change], Bookkeeping]:
+        """Return the alerts that take a transition and those whose fields only moved."""
         changes: list[Change] = []
-        bookkeeping: list[Alert] = []
-        open_alerts = {a.fingerprint: a for a in Alert.objects.exclude(state=State.RESOLVED)}
+        bookkeeping = Bookkeeping()
+        open_alerts = {a.fingerprint: a for a in Alert.objects.exclude(state=State.RESOLVED).only(*_DECIDING)}
         for fingerprint, target in targets.items():
             alert = open_alerts.pop(fingerprint, None)
             if alert is None:
                 new = Alert(
                     source=target.source,
-                    rule=target.rule,
+                    rule_id=target.rule_id,
                     name=target.name[:300],
                     fingerprint=fingerprint,
                     labels=target.labels,
@@ -393,20 +479,24 @@ class Cycle:
                 steps = lifecycle.start(new, target.observation, target.policy, self.now)
                 changes.append(Change(new, steps, target, target.policy))
                 continue
-            snapshot = copy.copy(alert)
-            steps = lifecycle.advance(snapshot, target.observation, target.policy, self.now)
-            if target.rule is not None and snapshot.rule_id != target.rule.pk:
-                snapshot.rule = target.rule  # the rule was re-created under the same name
+            # The instance is only a snapshot to decide on: the write re-reads the row.
+            before = (alert.severity, alert.summary, alert.rule_id)
+            moved = (alert.value, alert.last_true_at)
+            steps = lifecycle.advance(alert, target.observation, target.policy, self.now)
+            if target.rule_id is not None:
+                alert.rule_id = target.rule_id  # the rule may have been re-created under the same name
             if steps:
                 changes.append(Change(alert, steps, target, target.policy))
-            elif _moved(alert, snapshot):
-                bookkeeping.append(snapshot)
+            elif before != (alert.severity, alert.summary, alert.rule_id):
+                bookkeeping.edited.append(alert)
+            elif moved != (alert.value, alert.last_true_at):
+                bookkeeping.timed.append(alert)
         gone = self.gone_reasons(open_alerts.values(), thresholds_read)
         for alert in open_alerts.values():
             reason = gone.get(alert.pk)
             if reason is None:
                 continue  # its source was not evaluated this cycle: leave it as it is
-            steps = lifecycle.advance(copy.copy(alert), None, reason.policy, self.now, ended=reason.ended)
+            steps = lifecycle.advance(alert, None, reason.policy, self.now, ended=reason.ended)
             if steps:
                 changes.append(Change(alert, steps, None, reason.policy, reason.ended))
         return changes, bookkeeping
@@ -415,6 +505,7 @@ class Cycle:
         """Return, per open alert whose condition no longer holds, its policy and why it ended."""
         reasons: dict[int, _Gone] = {}
         orphans: list[Alert] = []
+        ruled: list[tuple[Alert, RuleRow]] = []
         for alert in alerts:
             if alert.source == Alert.Source.RULE:
                 if alert.rule_id in self.failed:
@@ -422,15 +513,21 @@ class Cycle:
                 rule = self.rules.get(alert.rule_id or 0)
                 if rule is None:
                     orphans.append(alert)
-                    continue
+                else:
+                    ruled.append((alert, rule))
+            elif alert.source == Alert.Source.THRESHOLD and thresholds_read:
+                reasons[alert.pk] = _Gone(Policy(), "back within the threshold")
+        if ruled:
+            edited = dict(
+                AlertRule.objects.filter(pk__in={rule.pk for _, rule in ruled}).values_list("pk", "updated_at")
+            )
+            for alert, rule in ruled:
                 ended = "expression no longer true"
                 if rule.name != alert.name:
                     ended = f"the rule was renamed to {rule.name!r}"
-                elif rule.updated_at and rule.updated_at > alert.active_since:
+                elif edited.get(rule.pk) and edited[rule.pk] > alert.active_since:
                     ended = "expression (edited since the alert started) no longer true"
-                reasons[alert.pk] = _Gone(rule_policy(rule), ended)
-            elif alert.source == Alert.Source.THRESHOLD and thresholds_read:
-                reasons[alert.pk] = _Gone(Policy(), "back within the threshold")
+                reasons[alert.pk] = _Gone(rule.policy, ended)
         if orphans:
             disabled = set(
                 AlertRule.objects.filter(pk__in={a.rule_id for a in orphans if a.rule_id}).values_list("pk", flat=True)
@@ -442,13 +539,14 @@ class Cycle:
 
     # --- writing --------------------------------------------------------------------
 
-    def write(self, changes: list[Change], bookkeeping: list[Alert]) -> None:
+    def write(self, changes: list[Change], bookkeeping: Bookkeeping) -> None:
         for batch in _chunks(changes, WRITE_BATCH):
             self.write_batch(batch)
-        if bookkeeping:
+        if bookkeeping.timed or bookkeeping.edited:
             with transaction.atomic():
                 renew(self.owner, self.now)
-                Alert.objects.bulk_update(bookkeeping, _BOOKKEEPING, batch_size=500)
+                write_values(bookkeeping.timed, self.now)
+                Alert.objects.bulk_update(bookkeeping.edited, _BOOKKEEPING, batch_size=500)
 
     def write_batch(self, batch: list[Change]) -> None:
         with transaction.atomic():
@@ -474,8 +572,8 @@ class Cycle:
                     # Decide again on the locked row: it may have been acknowledged meanwhile.
                     obs = change.target.observation if change.target else None
                     steps = lifecycle.advance(alert, obs, change.policy, self.now, ended=change.ended)
-                    if change.target is not None and change.target.rule is not None:
-                        alert.rule = change.target.rule
+                    if change.target is not None and change.target.rule_id is not None:
+                        alert.rule_id = change.target.rule_id
                     if not steps:
                         continue
                     alert.save()
@@ -530,33 +628,53 @@ class Cycle:
         return [self._channels[pk] for pk in told if pk in self._channels]
 
     def store_rule_errors(self) -> None:
-        """Mark rules that failed (and clear those that recovered); only rows whose error changed are written."""
-        changed = []
+        """Mark rules that failed (and clear those that recovered); only rules whose error changed are written.
+
+        "Failing since" is the first failure: a message that changes keeps it; recovery clears it.
+        """
+        started, changed, cleared = [], [], []
         for pk, rule in self.rules.items():
             error = self.failed.get(pk, "")[:2000]
             if error == rule.last_error:
                 continue
-            # "Failing since" keeps the first failure while the message changes; cleared on recovery.
-            rule.last_error_at = None if not error else rule.last_error_at if rule.last_error else self.now
-            rule.last_error = error
-            changed.append(rule)
+            row = AlertRule(pk=pk, last_error=error, last_error_at=self.now if error else None)
+            (cleared if not error else changed if rule.last_error else started).append(row)
+        if started or cleared:
+            AlertRule.objects.bulk_update(started + cleared, ["last_error", "last_error_at"])
         if changed:
-            AlertRule.objects.bulk_update(changed, ["last_error", "last_error_at"])
+            AlertRule.objects.bulk_update(changed, ["last_error"])
 
 
-def rule_policy(rule: AlertRule) -> Policy:
-    return Policy(
-        for_duration=rule.for_duration or dt.timedelta(0),
-        keep_firing_for=rule.keep_firing_for or dt.timedelta(0),
-        repeat_interval=rule.repeat_interval or dt.timedelta(0),
-    )
+def write_values(alerts: list[Alert], now: dt.datetime) -> None:
+    """Store each alert's value and ``last_true_at = now``: one plain ``UPDATE ... CASE`` per 500 alerts.
+
+    Every cycle touches every firing alert this way; Django's ``bulk_update`` builds
+    an expression object per row and field, which cost more than the evaluation itself.
+    """
+    q = connection.ops.quote_name
+    table, pk, value = q(Alert._meta.db_table), q("id"), q("value")
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        for first in range(0, len(alerts), 500):
+            chunk = alerts[first : first + 500]
+            known = [a for a in chunk if a.value is not None]
+            cases = " ".join(["WHEN %s THEN %s"] * len(known))
+            new_value = f"CASE {pk} {cases} ELSE NULL END" if known else "NULL"
+            cursor.execute(
+                f"UPDATE {table} SET {q('last_true_at')} = %s, {value} = {new_value} "  # noqa: S608
+                f"WHERE {pk} IN ({', '.join(['%s'] * len(chunk))})",
+                [stamp, *(x for a in known for x in (a.pk, a.value)), *(a.pk for a in chunk)],
+            )
 
 
-def _moved(before: Alert, after: Alert) -> bool:
-    return any(
-        getattr(before, name) != getattr(after, name)
-        for name in ("value", "last_true_at", "severity", "summary", "rule_id")
-    )
+def _fingerprint(name: str, labels: Mapping[str, str]) -> str:
+    key = (name, tuple(sorted(labels.items())))
+    found = _FINGERPRINTS.get(key)
+    if found is None:
+        if len(_FINGERPRINTS) > 100_000:
+            _FINGERPRINTS.clear()
+        found = _FINGERPRINTS[key] = lifecycle.fingerprint(name, labels)
+    return found
 
 
 def _chunks(items: list[Change], size: int) -> Iterator[list[Change]]:
