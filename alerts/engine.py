@@ -406,11 +406,10 @@ class Cycle:
         self.summary.requirements = len(requirements)
         source.prefetch(requirements, cache)
         for rule in rules:
-            expr = parsed.get(rule.pk)
-            if expr is None:
+            if rule.pk not in parsed:
                 continue
             try:
-                results = evaluate_expression(expr, source, self.now, cache)
+                results = evaluate_expression(parsed[rule.pk], source, self.now, cache)
             except RuleError as error:
                 self.failed[rule.pk] = str(error)
                 continue
@@ -423,8 +422,8 @@ class Cycle:
                 targets.setdefault(target.fingerprint, target)
                 self.summary.series_results += 1
         self.summary.failed_rules = len(self.failed)
-        for pk, error in self.failed.items():
-            logger.warning("evaluation: rule %r skipped: %s", self.rules[pk].name, error)
+        for pk, message in self.failed.items():
+            logger.warning("evaluation: rule %r skipped: %s", self.rules[pk].name, message)
 
     def threshold_targets(self, targets: dict[str, Target]) -> bool:
         """Add the series monitoring holds at warning or critical; return False when they could not be read."""
@@ -632,7 +631,9 @@ class Cycle:
 
         "Failing since" is the first failure: a message that changes keeps it; recovery clears it.
         """
-        started, changed, cleared = [], [], []
+        started: list[AlertRule] = []
+        changed: list[AlertRule] = []
+        cleared: list[AlertRule] = []
         for pk, rule in self.rules.items():
             error = self.failed.get(pk, "")[:2000]
             if error == rule.last_error:

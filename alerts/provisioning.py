@@ -377,8 +377,8 @@ class RulesSection:
                 counts["created"] += 1
                 continue
 
-            def same(name: str, value: Any, rule: AlertRule = rule) -> bool:
-                stored = getattr(rule, name)
+            def same(name: str, value: Any, stored_rule: Any = rule) -> bool:
+                stored = getattr(stored_rule, name)
                 if name in _RULE_DURATIONS.values():
                     return bool(format_duration(stored) == format_duration(value))
                 return bool(stored == value)

@@ -15,7 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from alerts.admin.rules import SEVERITY_COLOURS
 from alerts.models import Alert, AlertTransition
 
-STATE_COLOURS = {
+STATE_COLOURS: dict[str, str] = {
     Alert.State.PENDING: "#b26a00",
     Alert.State.FIRING: "#b00020",
     Alert.State.ACKNOWLEDGED: "#417690",
