@@ -27,7 +27,7 @@ from monitoring.storage import Reading
 logger = logging.getLogger(__name__)
 
 #: Role of the liveness row a web process writes (beside ``beat`` and ``worker``).
-WEB_ROLE = "web"
+WEB_ROLE = liveness.Role.WEB.value
 SERVICES = (WEB_ROLE, liveness.Role.WORKER.value, liveness.Role.BEAT.value)
 #: When a process has no previous CPU sample in this collector's process, measure over this long.
 CPU_FIRST_SAMPLE_SECONDS = 0.25

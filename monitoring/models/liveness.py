@@ -5,7 +5,7 @@ from django.utils.translation import gettext_lazy as _
 
 
 class ProcessHeartbeat(models.Model):
-    """A row each beat and worker process rewrites every few seconds.
+    """A row each beat, worker and (serving) web process rewrites every few seconds.
 
     ``/readyz``, ``diagnose``, ``celery_workers_alive`` and the per-host dispatcher read
     these rows: they answer "is it alive" without a round trip through the broker.
@@ -14,6 +14,7 @@ class ProcessHeartbeat(models.Model):
     class Role(models.TextChoices):
         BEAT = "beat", _("beat")
         WORKER = "worker", _("worker")
+        WEB = "web", _("web")
 
     role = models.CharField(_("role"), max_length=16, choices=Role.choices)
     host = models.CharField(_("host"), max_length=64, help_text=_("OPSPORTAL_HOSTNAME of the process."))
