@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
@@ -64,7 +65,7 @@ class SeriesChangeList(ChangeList):
 class SeriesAdmin(admin.ModelAdmin):
     """Browse series: latest value, status and the last hour at a glance. View only."""
 
-    list_display = ("name", "label_text", "host", "latest", "status_badge", "last_hour", "last_at")
+    list_display = ("name", "label_text", "host", "latest", "status_badge", "last_hour", "last_at", "history_link")
     list_filter = (HostFilter, "status")
     search_fields = ("name",)
     ordering = ("name", "labels_key")
@@ -114,6 +115,13 @@ class SeriesAdmin(admin.ModelAdmin):
     @admin.display(description=_("last hour"))
     def last_hour(self, obj: Series) -> SafeString:
         return reads.sparkline_svg(getattr(obj, "sparkline_points", []))
+
+    @admin.display(description=_("history"))
+    def history_link(self, obj: Series) -> SafeString:
+        return format_html('<a href="{}">{}</a>', reverse("series-history", args=[obj.pk]), _("chart"))
+
+    def view_on_site(self, obj: Series) -> str:
+        return reverse("series-history", args=[obj.pk])
 
     @admin.display(description=_("last 24 hours"))
     def last_day(self, obj: Series) -> SafeString:
