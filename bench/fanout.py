@@ -239,7 +239,8 @@ def browser_latency(port: int, cookie: str, samples: int) -> list[float]:
             page = context.new_page()
             response = page.goto(f"{base}/status/")
             if response is None or response.status != 200:
-                raise RuntimeError(f"/status/ answered {response.status if response else 'nothing'} in the browser")
+                body = response.text()[:2000] if response else ""
+                raise RuntimeError(f"/status/ answered {response.status if response else 'nothing'}: {body}")
             try:
                 page.wait_for_selector('#conn[data-state="live"]', timeout=30_000)
             except Exception:
@@ -300,7 +301,8 @@ def main() -> None:
             try:
                 results.append(asyncio.run(run_count(count, port, server.pid, cookie, args)))
             except BaseException:
-                progress("server log (last lines):\n" + "\n".join(log.read_text().splitlines()[-40:]))
+                lines = [line for line in log.read_text().splitlines() if "/ws/status/" not in line]
+                progress("server log (last lines):\n" + "\n".join(lines[-60:]))
                 raise
             finally:
                 server.terminate()

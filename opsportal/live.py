@@ -18,7 +18,7 @@ Why rows for every deployment (SQLite or PostgreSQL, with or without Redis): the
 path works on embedded defaults with no Redis, survives a web process restart without
 losing what was committed meanwhile (the new process starts from the table), needs no
 channel-layer capacity tuning, and is the one path the tests exercise. channels-redis
-would save one indexed query per process every 200 ms; that is not worth a second
+would save one indexed query per process every 100 ms; that is not worth a second
 delivery path with its own failure modes.
 
 Ordering: on SQLite, writers are serialised (``IMMEDIATE`` transactions), so ids commit
@@ -58,7 +58,7 @@ from opsportal.models import LiveEvent
 logger = logging.getLogger(__name__)
 
 #: How often each web process reads new events (DESIGN: at most 250 ms).
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.1
 #: PostgreSQL only: how far back the poller re-reads ids that may have committed late.
 REREAD_SECONDS = 10.0
 #: Events read per poll at most; the rest come on the next poll.
