@@ -55,6 +55,14 @@ def build_snapshot(now: dt.datetime | None = None) -> SnapshotPayload:
     return {"at": iso(now) or "", "sections": {name: build(now) for name, build in _SECTIONS.items()}}
 
 
+def _url(name: str, *args: Any) -> str:
+    """Return the path of ``name``, or "" when that page is not installed."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return ""
+
+
 # --- tiles -----------------------------------------------------------------------------
 
 
@@ -173,6 +181,7 @@ def tiles_section(now: dt.datetime) -> dict[str, Any]:
             critical=rule.critical if rule else None,
             direction=rule.direction if rule else "above",
             limits=limits_text(rule.warning, rule.critical, rule.direction, spec.unit) if rule else "no threshold",
+            history_url=_url("series-history", row["id"]),
             spark=[[round(p.t.timestamp(), 3), p.avg] for p in sparks.get(row["id"], [])],
         )
         hosts.setdefault(row["host"], []).append(tile)
@@ -184,13 +193,6 @@ def tiles_section(now: dt.datetime) -> dict[str, Any]:
 #: How an active alert weighs in the overall status.
 ALERT_LEVEL = {"info": "healthy", "warning": "warning", "critical": "critical", "emergency": "critical"}
 _SEVERITY_ORDER = {"emergency": 0, "critical": 1, "warning": 2, "info": 3}
-
-
-def _admin_url(name: str, *args: Any) -> str:
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return ""
 
 
 def alert_item(alert: Alert, *, state: str | None = None) -> AlertItem:
@@ -209,8 +211,8 @@ def alert_item(alert: Alert, *, state: str | None = None) -> AlertItem:
         "active_since": iso(alert.active_since),
         "runbook": runbook[:500],
         "runbook_url": first_line if first_line.startswith(("https://", "http://")) else "",
-        "url": _admin_url("admin:alerts_alert_change", alert.pk)
-        or (_admin_url("admin:alerts_alertrule_change", alert.rule_id) if alert.rule_id else ""),
+        "url": _url("admin:alerts_alert_change", alert.pk)
+        or (_url("admin:alerts_alertrule_change", alert.rule_id) if alert.rule_id else ""),
     }
 
 

@@ -103,7 +103,13 @@
     node.dataset.seriesId = tile.id;
     node.dataset.metric = tile.name;
     var head = el("header");
-    head.appendChild(el("span", "tile-title", tile.title));
+    var historyHref = safeHref(tile.history_url);
+    var title = el(historyHref ? "a" : "span", "tile-title", tile.title);
+    if (historyHref) {
+      title.href = historyHref;
+      title.title = "History of this series";
+    }
+    head.appendChild(title);
     head.appendChild(document.createTextNode(" "));
     head.appendChild(el("span", "tile-status", tile.status));
     node.appendChild(head);

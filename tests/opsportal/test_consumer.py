@@ -214,6 +214,7 @@ async def test_snapshot_has_overall_tiles_and_alerts_sections(superuser):
         [tile] = host["tiles"]
         assert host["host"] == "web1"
         assert (tile["title"], tile["display"], tile["limits"]) == ("CPU", "12.5 %", "warn ≥ 70.0 % · crit ≥ 85.0 %")
+        assert tile["history_url"] == f"/status/series/{tile['id']}/"
         assert sections["alerts"] == {"alerts": []}
     finally:
         await communicator.disconnect()

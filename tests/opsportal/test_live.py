@@ -261,3 +261,27 @@ def test_several_kinds_in_one_second_make_one_batch_frame():
     frame = json.loads(pending.frame())
     assert frame["type"] == "batch"
     assert [m["type"] for m in frame["messages"]] == ["metrics", "alert"]
+
+
+# --- the page as plain HTML ----------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_status_page_without_javascript_shows_tiles_thresholds_and_alerts(staff_client):
+    Threshold.objects.create(metric="system_cpu_usage_percent", labels={"host": "web1"}, warning=70, critical=90)
+    record(
+        [Reading("system_cpu_usage_percent", 95.0), Reading("system_disk_usage_percent", 40.0, {"mount": "/data"})],
+        host="web1",
+    )
+    evaluate()
+    make_alert(summary="CPU above 90 % on web1")
+
+    page = staff_client.get("/status/").content.decode()
+
+    assert 'class="banner status-critical"' in page
+    assert 'class="tile status-critical" data-series-id=' in page
+    assert "warn ≥ 70.0 % · crit ≥ 90.0 %" in page
+    assert "Disk /data" in page
+    assert "High CPU" in page and "CPU above 90 % on web1" in page
+    assert 'href="https://wiki/cpu"' in page
+    assert "/static/opsportal/status.js" in page  # and live once it runs
