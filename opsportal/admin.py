@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from opsportal.models import PublicComponent
+from opsportal.public_status import CACHE_KEY
 
 
 @admin.register(PublicComponent)
@@ -56,6 +58,18 @@ class PublicComponentAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):  # type: ignore[no-untyped-def]
         return super().get_queryset(request).prefetch_related("alert_rules", "thresholds")
+
+    def save_related(self, request, form, formsets, change):  # type: ignore[no-untyped-def]
+        super().save_related(request, form, formsets, change)
+        cache.delete(CACHE_KEY)  # the public page shows the edit now, not after its cache expires
+
+    def delete_model(self, request, obj):  # type: ignore[no-untyped-def]
+        super().delete_model(request, obj)
+        cache.delete(CACHE_KEY)
+
+    def delete_queryset(self, request, queryset):  # type: ignore[no-untyped-def]
+        super().delete_queryset(request, queryset)
+        cache.delete(CACHE_KEY)
 
     def view_on_site(self, obj: PublicComponent) -> str:
         return reverse("public-status")

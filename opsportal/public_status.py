@@ -32,12 +32,12 @@ from opsportal.models import PublicComponent
 UP, DEGRADED, DOWN = "up", "degraded", "down"
 _RANK = {UP: 0, DEGRADED: 1, DOWN: 2}
 #: Series statuses as the public reads them: only a confirmed critical breach is "down".
-SERIES_STATE = {
-    Series.Status.HEALTHY: UP,
-    Series.Status.WARNING: DEGRADED,
-    Series.Status.STALE: DEGRADED,
-    Series.Status.UNKNOWN: DEGRADED,
-    Series.Status.CRITICAL: DOWN,
+SERIES_STATE: dict[str, str] = {
+    Series.Status.HEALTHY.value: UP,
+    Series.Status.WARNING.value: DEGRADED,
+    Series.Status.STALE.value: DEGRADED,
+    Series.Status.UNKNOWN.value: DEGRADED,
+    Series.Status.CRITICAL.value: DOWN,
 }
 #: Firing alerts by severity; info alerts change nothing.
 ALERT_STATE = {"warning": DEGRADED, "critical": DOWN, "emergency": DOWN}
@@ -148,7 +148,7 @@ def public_status(now: dt.datetime | None = None) -> PublicStatus | None:
                 continue
             if alert.state in FIRING:
                 statuses.append(ALERT_STATE.get(alert.severity, UP))
-            periods.append((component.name, alert.fired_at, alert.resolved_at))
+            periods.append((component.name, alert.fired_at or alert.active_since, alert.resolved_at))
         state.status = worst(statuses)
         result.components.append(state)
     result.incidents = merge_incidents(periods)

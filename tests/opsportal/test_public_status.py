@@ -264,3 +264,29 @@ def test_head_is_answered_and_post_refused(client):
     component("Database", metric="db_up")
     assert client.head(PATH).status_code == 200
     assert client.post(PATH).status_code == 405
+
+
+@pytest.mark.django_db
+def test_opting_a_component_in_from_the_admin_shows_it_at_once(client, staff_client):
+    assert client.get(PATH).status_code == 404  # cached: nothing enabled yet
+
+    assert staff_client.get("/admin/opsportal/publiccomponent/add/").status_code == 200
+    response = staff_client.post(
+        "/admin/opsportal/publiccomponent/add/",
+        {"name": "Website", "description": "", "order": "0", "enabled": "on", "metric": "db_up", "labels": "{}"},
+    )
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+    assert states(client.get(PATH)) == {"Website": "degraded"}  # no db_up series yet: not known to be up
+    assert staff_client.get("/admin/opsportal/publiccomponent/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_label_match_that_is_not_names_to_text(staff_client):
+    response = staff_client.post(
+        "/admin/opsportal/publiccomponent/add/",
+        {"name": "Website", "order": "0", "enabled": "on", "metric": "db_up", "labels": '{"host": 5}'},
+    )
+    assert response.status_code == 200
+    assert "label names to text" in response.content.decode()
+    assert not PublicComponent.objects.exists()
