@@ -52,7 +52,7 @@ class WindowPoint(NamedTuple):
     avg: float
     max: float
     last: float
-    count: int
+    count: int  # type: ignore[assignment]  # shadows tuple.count on purpose: the field's name is what it is
 
 
 @dataclass(frozen=True)

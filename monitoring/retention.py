@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db import connection, transaction
 from django.utils import timezone
@@ -110,7 +111,7 @@ def _delete_batch(resolution: int, cutoff: dt.datetime, batch_size: int) -> int:
     if resolution == RAW:
         table = q(Sample._meta.db_table)
         pick = f"SELECT id FROM {table} WHERE ts < %s ORDER BY ts LIMIT %s"  # noqa: S608 - identifiers only
-        params: list[object] = [when, batch_size]
+        params: list[Any] = [when, batch_size]
     else:
         table = q(Rollup._meta.db_table)
         pick = f"SELECT id FROM {table} WHERE resolution = %s AND bucket < %s ORDER BY bucket LIMIT %s"  # noqa: S608

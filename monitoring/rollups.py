@@ -26,6 +26,7 @@ import contextlib
 import datetime as dt
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -179,7 +180,7 @@ def _bucket_sql(column: str, resolution: int) -> str:
     return f"datetime((CAST(strftime('%%s', {column}) AS INTEGER) / {resolution}) * {resolution}, 'unixepoch')"
 
 
-def _param(moment: dt.datetime) -> object:
+def _param(moment: dt.datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(moment)
 
 
@@ -199,7 +200,7 @@ def rollup_window(
     q = connection.ops.quote_name
     rollup, sample = q(Rollup._meta.db_table), q(Sample._meta.db_table)
     mn, mx, avg, cnt, last = q("min"), q("max"), q("avg"), q("count"), q("last")
-    params: list[object] = [_param(start), _param(end)]
+    params: list[Any] = [_param(start), _param(end)]
     only = ""
     if series_ids is not None:
         ids = sorted({int(i) for i in series_ids})

@@ -16,10 +16,12 @@ import functools
 import json
 import math
 import re
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -97,13 +99,13 @@ def validate(reading: Reading, host: str) -> tuple[str, dict[str, str], float]:
     labels.setdefault("host", host)
     if len(labels) > MAX_LABELS:
         raise InvalidReading("labels", f"at most {MAX_LABELS} labels per series, host included")
-    value = reading.value
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    raw: object = reading.value
+    if isinstance(raw, bool) or not isinstance(raw, int | float):
         raise InvalidReading("value", "must be a number")
-    value = float(value)
-    if not math.isfinite(value):
+    number = float(raw)
+    if not math.isfinite(number):
         raise InvalidReading("value", "must be a finite number (no NaN or infinity)")
-    return reading.name, labels, value
+    return reading.name, labels, number
 
 
 class _SeriesCache:
@@ -270,11 +272,11 @@ def insert_samples(samples: list[tuple[int, dt.datetime, float]]) -> None:
     head = f"INSERT INTO {q(Sample._meta.db_table)} (series_id, ts, value) VALUES "  # noqa: S608 - identifiers only
     chunk_size = 1000 if connection.vendor == "postgresql" else 300  # SQLite's oldest limit: 999 parameters
     adapt = connection.ops.adapt_datetimefield_value
-    converted: dict[dt.datetime, object] = {}
+    converted: dict[dt.datetime, Any] = {}
     with connection.cursor() as cursor:
         for start in range(0, len(samples), chunk_size):
             chunk = samples[start : start + chunk_size]
-            params: list[object] = []
+            params: list[Any] = []
             for series_id, ts, value in chunk:
                 when = converted.get(ts)
                 if when is None:
@@ -310,7 +312,7 @@ def update_latest(latest: Mapping[int, tuple[dt.datetime, float]]) -> None:
     if not latest:
         return
     if connection.vendor not in ("postgresql", "sqlite") or (
-        connection.vendor == "sqlite" and connection.Database.sqlite_version_info < (3, 33)
+        connection.vendor == "sqlite" and sqlite3.sqlite_version_info < (3, 33)
     ):
         _update_latest_portably(latest)
         return
@@ -327,7 +329,7 @@ def update_latest(latest: Mapping[int, tuple[dt.datetime, float]]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(rows), _LATEST_CHUNK):
             chunk = rows[start : start + _LATEST_CHUNK]
-            params: list[object] = []
+            params: list[Any] = []
             for sid, (ts, value) in chunk:
                 params.extend((sid, adapt(ts), value))
             # Only identifiers and placeholders are formatted in; values are parameters.
@@ -344,6 +346,6 @@ def _update_latest_portably(latest: Mapping[int, tuple[dt.datetime, float]]) -> 
     changed = [
         Series(id=sid, last_at=ts, last_value=value)
         for sid, (ts, value) in latest.items()
-        if current.get(sid) is None or ts >= current[sid]
+        if (known := current.get(sid)) is None or ts >= known
     ]
     Series.objects.bulk_update(changed, ["last_at", "last_value"], batch_size=500)

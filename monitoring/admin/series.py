@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from monitoring import reads
 from monitoring.models import Retention, Series
 
-STATUS_COLOURS = {
+STATUS_COLOURS: dict[str, str] = {
     Series.Status.HEALTHY: "#1b7f3b",
     Series.Status.WARNING: "#b26a00",
     Series.Status.CRITICAL: "#b00020",
@@ -38,7 +38,7 @@ class HostFilter(admin.SimpleListFilter):
     title = _("host")
     parameter_name = "host"
 
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, Any]]:
         hosts = Series.objects.order_by("host").values_list("host", flat=True).distinct()[:MAX_HOSTS_IN_FILTER]
         return [(host, host or _("(none)")) for host in hosts]
 
