@@ -33,12 +33,12 @@ def sparkline(points: list[list[float]] | None) -> SafeString:
     line = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys, strict=True))
     return format_html(
         '<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img"'
-        ' aria-label="last hour: {lo:g} to {hi:g}">'
+        ' aria-label="last hour: {lo} to {hi}">'
         '<polyline points="{line}" fill="none" stroke="currentColor" stroke-width="1.5"/></svg>',
         w=w,
         h=h,
-        lo=round(lo, 3),
-        hi=round(hi, 3),
+        lo=f"{lo:g}",
+        hi=f"{hi:g}",
         line=line,
     )
 

@@ -285,3 +285,12 @@ def test_status_page_without_javascript_shows_tiles_thresholds_and_alerts(staff_
     assert "High CPU" in page and "CPU above 90 % on web1" in page
     assert 'href="https://wiki/cpu"' in page
     assert "/static/opsportal/status.js" in page  # and live once it runs
+
+
+def test_sparkline_draws_an_hour_of_points_as_numbers_only():
+    from opsportal.templatetags.status_tags import sparkline
+
+    svg = sparkline([[1_700_000_000 + 60 * i, 10.0 + i % 7] for i in range(60)])
+    assert svg.startswith('<svg class="spark"') and "<polyline points=" in svg
+    assert 'aria-label="last hour: 10 to 16"' in svg
+    assert "<polyline" not in sparkline([[1_700_000_000, 5.0]])  # one point is no line
