@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_delete
 from django.utils import timezone
 
 from monitoring import rollups
@@ -189,6 +190,28 @@ def record(
     if not valid:
         return result
 
+    for attempt in (1, 2):
+        try:
+            samples, refused = _store(valid, interval_seconds)
+            break
+        except IntegrityError:
+            # A series id in this process's cache was deleted elsewhere: forget the
+            # cache and try once more (only when we own the transaction to retry).
+            if attempt == 2 or transaction.get_connection().in_atomic_block:
+                raise
+            series_cache.clear()
+    result.rejected.extend(refused)
+    fold_in_late(samples, now)
+    result.accepted = len(samples)
+    result.rejected.sort()
+    return result
+
+
+def _store(
+    valid: list[tuple[int, tuple[str, str], dict[str, str], float, dt.datetime, str]], interval_seconds: int | None
+) -> tuple[list[tuple[int, dt.datetime, float]], list[tuple[int, str]]]:
+    """Resolve series, insert samples and move the latest-value cache, in one transaction."""
+    refused: list[tuple[int, str]] = []
     with transaction.atomic():
         ids = resolve_series(
             {key: (labels, kind) for _, key, labels, _, _, kind in valid},
@@ -199,7 +222,7 @@ def record(
         for index, key, _, value, ts, _ in valid:
             series_id = ids.get(key)
             if series_id is None:
-                result.rejected.append((index, f"series limit of {max_series()} reached; new series refused"))
+                refused.append((index, f"series limit of {max_series()} reached; new series refused"))
                 continue
             samples.append((series_id, ts, value))
             if series_id not in latest or ts >= latest[series_id][0]:
@@ -207,10 +230,7 @@ def record(
         insert_samples(samples)
         update_latest(latest)
         samples_recorded.send(sender=Series, latest=latest)
-    fold_in_late(samples, now)
-    result.accepted = len(samples)
-    result.rejected.sort()
-    return result
+    return samples, refused
 
 
 def resolve_series(
@@ -349,3 +369,11 @@ def _update_latest_portably(latest: Mapping[int, tuple[dt.datetime, float]]) -> 
         if (known := current.get(sid)) is None or ts >= known
     ]
     Series.objects.bulk_update(changed, ["last_at", "last_value"], batch_size=500)
+
+
+def _forget_deleted_series(sender: type[Series], instance: Series, **kwargs: object) -> None:
+    """Drop a deleted series from this process's cache (others retry on the FK error)."""
+    series_cache.clear()
+
+
+post_delete.connect(_forget_deleted_series, sender=Series, dispatch_uid="monitoring.storage.forget_deleted_series")

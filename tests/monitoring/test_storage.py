@@ -176,3 +176,18 @@ def test_a_time_without_a_zone_is_read_as_utc():
     record([Reading("system_load1", 1.0, ts=dt.datetime(2026, 2, 1, 7, 0))], host="web-1", now=NOW)
 
     assert Sample.objects.get().ts == dt.datetime(2026, 2, 1, 7, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_recording_after_a_series_was_deleted_elsewhere_recreates_it():
+    record([Reading("etl_rows_loaded", 1.0, {"job": "a"})])
+    cached = dict(series_cache._ids)
+    # Another process deletes the series: this process's cache still holds its id.
+    Series.objects.all().delete()
+    series_cache.put_many(cached)
+
+    result = record([Reading("etl_rows_loaded", 2.0, {"job": "a"})])
+
+    assert result.accepted == 1 and result.rejected == []
+    series = Series.objects.get(name="etl_rows_loaded")
+    assert series.last_value == 2.0 and series.samples.count() == 1
