@@ -515,7 +515,7 @@ class Cycle:
                 else:
                     ruled.append((alert, rule))
             elif alert.source == Alert.Source.THRESHOLD and thresholds_read:
-                reasons[alert.pk] = _Gone(Policy(), "back within the threshold")
+                reasons[alert.pk] = _Gone(Policy(), "the series is no longer at warning or critical")
         if ruled:
             edited = dict(
                 AlertRule.objects.filter(pk__in={rule.pk for _, rule in ruled}).values_list("pk", "updated_at")
