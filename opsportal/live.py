@@ -411,7 +411,11 @@ def current_poller() -> Poller | None:
 
 @dataclass
 class Pending:
-    """What a client has not been sent yet, merged by identity (latest wins)."""
+    """What a client has not been sent yet, merged by identity (latest wins).
+
+    Merging happens only when there are several events: the common case, one event
+    after a quiet second, costs each client an append and sends the shared frame.
+    """
 
     events: list[Event] = field(default_factory=list)
     series: dict[int, Any] = field(default_factory=dict)
@@ -419,28 +423,38 @@ class Pending:
     alerts: dict[int, Any] = field(default_factory=dict)
     heartbeats: dict[int, Any] = field(default_factory=dict)
     at: str = ""
+    _merged: int = 0
 
     def add(self, event: Event) -> None:
         self.events.append(event)
-        payload = event.payload
-        self.at = max(self.at, payload.get("at") or "")
-        if event.kind == "metrics":
-            self.series.update((s["id"], s) for s in payload.get("series", ()))
-            if payload.get("overall"):
-                self.overall = payload["overall"]
-        elif event.kind == "alert":
-            self.alerts.update((a["id"], a) for a in payload.get("alerts", ()))
-        elif event.kind == "heartbeat":
-            self.heartbeats.update((h["id"], h) for h in payload.get("heartbeats", ()))
+
+    def _merge(self) -> None:
+        for event in self.events[self._merged :]:
+            payload = event.payload
+            self.at = max(self.at, payload.get("at") or "")
+            if event.kind == "metrics":
+                self.series.update((s["id"], s) for s in payload.get("series", ()))
+                if payload.get("overall"):
+                    self.overall = payload["overall"]
+            elif event.kind == "alert":
+                self.alerts.update((a["id"], a) for a in payload.get("alerts", ()))
+            elif event.kind == "heartbeat":
+                self.heartbeats.update((h["id"], h) for h in payload.get("heartbeats", ()))
+        self._merged = len(self.events)
 
     @property
     def size(self) -> int:
+        """Distinct items merged so far (0 for a lone event, which is sent as it is)."""
+        if len(self.events) < 2:
+            return 0
+        self._merge()
         return len(self.series) + len(self.alerts) + len(self.heartbeats)
 
     def frame(self) -> str:
         """Return one frame for everything pending: the event itself when there is one."""
         if len(self.events) == 1:
             return self.events[0].text
+        self._merge()
         messages: list[dict[str, Any]] = []
         if self.series or self.overall:
             metrics: dict[str, Any] = {"type": "metrics", "at": self.at, "series": list(self.series.values())}
