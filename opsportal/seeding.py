@@ -104,7 +104,7 @@ def seed_groups() -> None:
     wanted = {"Viewers": viewing, "On-call": on_call, "Editors": editing}
     with transaction.atomic():
         done = set(SeededDefault.objects.filter(key__startswith="group:").values_list("key", flat=True))
-        new_keys = []
+        new_keys: list[str] = []
         for name in GROUPS:
             group, _ = Group.objects.get_or_create(name=name)
             fresh = {f"group:{name}:{p.content_type.app_label}.{p.codename}": p for p in wanted[name]}
