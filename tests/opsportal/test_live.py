@@ -294,3 +294,55 @@ def test_sparkline_draws_an_hour_of_points_as_numbers_only():
     assert svg.startswith('<svg class="spark"') and "<polyline points=" in svg
     assert 'aria-label="last hour: 10 to 16"' in svg
     assert "<polyline" not in sparkline([[1_700_000_000, 5.0]])  # one point is no line
+
+
+@pytest.mark.services
+@pytest.mark.django_db(transaction=True)
+async def test_on_postgresql_an_event_committed_after_a_later_id_arrives_once():
+    """A transaction holds a lower id while a higher one commits; both arrive, once each."""
+    import threading
+
+    from django.db import connection, connections
+
+    assert connection.vendor == "postgresql", "the services tier runs on PostgreSQL (DATABASE_URL)"
+    poller = live.Poller(asyncio.get_running_loop())
+    feed = Recorder()
+    poller.clients.add(feed)  # type: ignore[arg-type]
+    await poller.ready()
+    assert poller.window == live.REREAD_SECONDS
+    inserted, release = threading.Event(), threading.Event()
+    held: list[int] = []
+
+    def slow_transaction() -> None:
+        try:
+            with transaction.atomic():
+                held.append(live.publish("heartbeat", {"at": "", "heartbeats": []}))
+                inserted.set()
+                release.wait(10)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=slow_transaction)
+    thread.start()
+    try:
+        await asyncio.to_thread(inserted.wait, 10)
+        later = await database_sync_to_async(live.publish)("heartbeat", {"at": "", "heartbeats": []})
+        assert later > held[0]
+        await wait_until(lambda: later in feed.ids)
+        release.set()
+        await asyncio.to_thread(thread.join, 10)
+        await wait_until(lambda: held[0] in feed.ids)
+        await asyncio.sleep(live.POLL_SECONDS * 5)  # more polls over the same window
+        assert feed.ids == [later, held[0]]
+    finally:
+        release.set()
+        thread.join(10)
+        poller.clients.clear()
+        await asyncio.wait_for(poller._task, 2)  # type: ignore[arg-type]
+
+
+async def wait_until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.02)
