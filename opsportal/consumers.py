@@ -8,7 +8,8 @@ snapshot (at most one per :attr:`StatusConsumer.resync_seconds`); anything else 
 is ignored. The web process re-checks every client's session every
 :data:`opsportal.live.SESSION_CHECK_SECONDS`, and a logout anywhere is seen at the next
 poll: a session that ended closes the socket with 4401, a user who lost staff status
-with 4403.
+with 4403. A client that connects more than :attr:`ConnectLimiter.limit` times a minute
+is accepted and closed at once with 4429 (its page backs off and tries later).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -23,9 +25,47 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from opsportal import live
 from opsportal.socket_auth import CLOSE_FORBIDDEN, CLOSE_UNAUTHENTICATED, refusal
 
-__all__ = ["CLOSE_FORBIDDEN", "CLOSE_UNAUTHENTICATED", "StatusConsumer"]
+__all__ = ["CLOSE_FORBIDDEN", "CLOSE_TOO_MANY_CONNECTS", "CLOSE_UNAUTHENTICATED", "StatusConsumer"]
 
 logger = logging.getLogger(__name__)
+
+CLOSE_TOO_MANY_CONNECTS = 4429
+
+
+class ConnectLimiter:
+    """Connects per client (address + session) in a sliding minute, per web process.
+
+    Bounded: past ``max_clients`` tracked clients the oldest entries are dropped.
+    """
+
+    limit = 120
+    window = 60.0
+    max_clients = 10_000
+
+    def __init__(self) -> None:
+        self._hits: dict[str, deque[float]] = {}
+
+    def allow(self, key: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        hits = self._hits.pop(key, None) or deque()
+        while hits and now - hits[0] > self.window:
+            hits.popleft()
+        allowed = len(hits) < self.limit
+        if allowed:
+            hits.append(now)
+        self._hits[key] = hits  # re-inserted last: dict order is recency
+        while len(self._hits) > self.max_clients:
+            self._hits.pop(next(iter(self._hits)))
+        return allowed
+
+
+connect_limiter = ConnectLimiter()
+
+
+def client_key(scope: dict[str, Any]) -> str:
+    address = (scope.get("client") or ("?", 0))[0]
+    session = scope.get("session")
+    return f"{address}/{getattr(session, 'session_key', None) or '-'}"
 
 
 class StatusConsumer(AsyncJsonWebsocketConsumer):
@@ -40,6 +80,9 @@ class StatusConsumer(AsyncJsonWebsocketConsumer):
         # Accept first, then close: closing before accept becomes an HTTP 403 that
         # browsers report as 1006, and the page could not tell why.
         await self.accept()
+        if not connect_limiter.allow(client_key(self.scope)):
+            await self.close(code=CLOSE_TOO_MANY_CONNECTS)
+            return
         code = refusal(user)
         if code is not None:
             await self.close(code=code)

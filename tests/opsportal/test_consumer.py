@@ -378,3 +378,37 @@ async def test_many_quick_connects_leave_the_socket_of_others_working(superuser)
         assert (await watcher.receive_json_from(timeout=3))["series"][0]["value"] == 5.0
     finally:
         await watcher.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_client_that_connects_too_often_is_closed_with_4429_and_others_are_unaffected(monkeypatch):
+    from opsportal import consumers
+
+    limiter = consumers.ConnectLimiter()
+    limiter.limit = 3
+    monkeypatch.setattr(consumers, "connect_limiter", limiter)
+    codes = []
+    for _ in range(5):
+        communicator = await open_socket()
+        communicator.scope["client"] = ("10.0.0.9", 5555)
+        connected, _ = await communicator.connect()
+        assert connected
+        codes.append((await communicator.receive_output(timeout=3))["code"])
+        await communicator.wait()
+    assert codes == [4401, 4401, 4401, 4429, 4429]
+
+    other = await open_socket()
+    other.scope["client"] = ("10.0.0.10", 5555)
+    await other.connect()
+    assert (await other.receive_output(timeout=3))["code"] == 4401
+    await other.wait()
+
+
+def test_connect_limiter_forgets_after_the_window():
+    from opsportal.consumers import ConnectLimiter
+
+    limiter = ConnectLimiter()
+    limiter.limit = 2
+    assert limiter.allow("a", now=0.0) and limiter.allow("a", now=1.0)
+    assert not limiter.allow("a", now=2.0)
+    assert limiter.allow("a", now=61.5)
