@@ -70,23 +70,21 @@ def evaluator_problems(now: dt.datetime | None = None) -> list[Problem]:
         interval = engine.INTERVAL
     lease = EvaluationLease.objects.filter(name=engine.LEASE_NAME).first()
     late_after = LATE_INTERVALS * interval
-    if lease is None or lease.last_finished_at is None:
-        started = lease.last_started_at if lease else None
-        if started is None or now - started > late_after:
-            found.append(
-                (CRITICAL, "no alert evaluation cycle has ever finished: nobody would be alerted", START_EVALUATING)
-            )
+    finished = lease.last_finished_at if lease else None
+    if finished is None or now - finished > late_after:
+        # Beat and a worker that started moments ago have not had their chance yet.
+        since = scheduling_since(now)
+        if since is None or now - since > late_after:
+            if finished is None:
+                issue = "no alert evaluation cycle has ever finished: nobody would be alerted"
+            else:
+                issue = (
+                    f"the alert evaluator is late: its last cycle finished {_age(now - finished)} ago "
+                    f"(it runs every {_age(interval)}); new problems are not being alerted"
+                )
+            found.append((CRITICAL, issue, START_EVALUATING))
+    if lease is None:
         return found
-    age = now - lease.last_finished_at
-    if age > late_after:
-        found.append(
-            (
-                CRITICAL,
-                f"the alert evaluator is late: its last cycle finished {_age(age)} ago "
-                f"(it runs every {_age(interval)}); new problems are not being alerted",
-                START_EVALUATING,
-            )
-        )
     found.extend(_lease_problems(lease, now))
     if lease.last_duration_ms is not None and lease.last_duration_ms > interval.total_seconds() * 1000:
         found.append(
@@ -99,6 +97,20 @@ def evaluator_problems(now: dt.datetime | None = None) -> list[Problem]:
             )
         )
     return found
+
+
+def scheduling_since(now: dt.datetime) -> dt.datetime | None:
+    """Return since when both beat and a worker run (the later start), or None when either is missing."""
+    from monitoring import liveness
+    from monitoring.models.liveness import ProcessHeartbeat
+
+    starts = []
+    for role in (ProcessHeartbeat.Role.BEAT, ProcessHeartbeat.Role.WORKER):
+        rows = liveness.fresh(role, now=now)
+        if not rows:
+            return None
+        starts.append(min(row.started_at for row in rows))
+    return max(starts)
 
 
 def _lease_problems(lease: EvaluationLease, now: dt.datetime) -> list[Problem]:

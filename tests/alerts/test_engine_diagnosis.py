@@ -14,6 +14,7 @@ from django_celery_beat.models import PeriodicTask
 from alerts import diagnosis, engine
 from alerts.models import AlertRule, EvaluationLease
 from monitoring.models import Threshold
+from monitoring.models.liveness import ProcessHeartbeat
 from opsportal import diagnosis as portal_diagnosis
 from opsportal import health
 
@@ -38,6 +39,26 @@ def test_an_evaluator_whose_last_cycle_is_three_intervals_old_is_late():
     EvaluationLease.objects.filter(name="evaluate").update(last_finished_at=timezone.now() - dt.timedelta(minutes=5))
     late = issues("critical")
     assert len(late) == 1 and "the alert evaluator is late: its last cycle finished 5 min" in late[0]
+
+
+def running(role: str, since: dt.timedelta) -> None:
+    now = timezone.now()
+    ProcessHeartbeat.objects.create(role=role, host="h", pid=1, started_at=now - since, last_seen=now)
+
+
+def test_a_portal_that_just_started_is_given_its_first_cycles():
+    running("beat", dt.timedelta(seconds=5))
+    running("worker", dt.timedelta(minutes=10))
+    assert issues("critical") == []  # beat started 5 s ago: no cycle is due yet
+
+
+def test_beat_and_a_worker_running_for_minutes_without_a_cycle_are_critical():
+    running("beat", dt.timedelta(minutes=10))
+    running("worker", dt.timedelta(minutes=10))
+    assert any("no alert evaluation cycle has ever finished" in issue for issue in issues("critical"))
+    engine.run(publish=False)
+    EvaluationLease.objects.filter(name="evaluate").update(last_finished_at=timezone.now() - dt.timedelta(minutes=5))
+    assert any("the alert evaluator is late" in issue for issue in issues("critical"))
 
 
 def test_a_disabled_evaluation_task_is_critical():
