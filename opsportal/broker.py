@@ -60,7 +60,9 @@ class Channel(filesystem.Channel):
         return self.root / "bad"
 
     def _put(self, queue: str, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        name = f"{round(time.monotonic() * 1000):015d}_{uuid.uuid4()}.{queue}.msg"
+        # Nanoseconds of the system-wide monotonic clock: two messages put within the
+        # same millisecond still sort (and so are read) in the order they were put.
+        name = f"{time.monotonic_ns():020d}_{uuid.uuid4()}.{queue}.msg"
         tmp = self.tmp_folder / f"{name}.part"
         try:
             with open(tmp, "wb") as handle:

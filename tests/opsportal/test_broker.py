@@ -51,17 +51,18 @@ def conn(broker_root: Path) -> Iterator[kombu.Connection]:
         yield connection
 
 
-def test_message_round_trips_through_kombu(conn: kombu.Connection) -> None:
+def test_messages_round_trip_through_kombu_in_the_order_they_were_put(conn: kombu.Connection) -> None:
     jobs = conn.SimpleQueue("jobs")
-    jobs.put({"delivery_id": 1})
-    jobs.put({"delivery_id": 2})
+    for n in range(50):  # many within one millisecond: order must still hold
+        jobs.put({"delivery_id": n})
 
-    first = jobs.get(timeout=2)
-    second = jobs.get(timeout=2)
-    first.ack()
-    second.ack()
+    received = []
+    for _ in range(50):
+        message = jobs.get(timeout=2)
+        message.ack()
+        received.append(message.payload["delivery_id"])
 
-    assert [first.payload, second.payload] == [{"delivery_id": 1}, {"delivery_id": 2}]
+    assert received == list(range(50))
     with pytest.raises(jobs.Empty):
         jobs.get(timeout=0.2)
     jobs.close()
@@ -72,7 +73,7 @@ def test_torn_message_file_is_set_aside_and_the_next_message_is_delivered(
 ) -> None:
     jobs = conn.SimpleQueue("jobs")
     # A file cut off mid-write, named so that it sorts before any real message.
-    torn = broker_root / "queue" / f"{0:015d}_{uuid.uuid4()}.jobs.msg"
+    torn = broker_root / "queue" / f"{0:020d}_{uuid.uuid4()}.jobs.msg"
     torn.write_bytes(b'{"body": "eyJkZWxpdmVyeV9pZCI6')
     jobs.put({"delivery_id": 7})
 
