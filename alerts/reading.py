@@ -59,6 +59,7 @@ def raw_samples(ids: Sequence[int], start: dt.datetime, end: dt.datetime) -> Ite
     with connection.cursor() as cursor:
         for first in range(0, len(ids), _IDS_PER_QUERY):
             chunk = ids[first : first + _IDS_PER_QUERY]
+            params: list[Any]
             if postgres:
                 where, params = f"{sid_column} = ANY(%s)", [chunk]
             else:
