@@ -85,7 +85,7 @@ def seed_groups() -> None:
     from django.contrib.auth.management import create_permissions
     from django.contrib.auth.models import Group, Permission
 
-    from opsportal.models import SeededDefault
+    from monitoring.models import InstalledDefault
 
     # post_migrate reaches ``opsportal`` before the apps listed after it in
     # INSTALLED_APPS, whose permissions would not exist yet on a fresh database:
@@ -103,7 +103,7 @@ def seed_groups() -> None:
     ]
     wanted = {"Viewers": viewing, "On-call": on_call, "Editors": editing}
     with transaction.atomic():
-        done = set(SeededDefault.objects.filter(key__startswith="group:").values_list("key", flat=True))
+        done = set(InstalledDefault.objects.filter(key__startswith="group:").values_list("key", flat=True))
         new_keys: list[str] = []
         for name in GROUPS:
             group, _ = Group.objects.get_or_create(name=name)
@@ -112,4 +112,4 @@ def seed_groups() -> None:
             # Only permissions never given before: one an operator removed stays removed.
             group.permissions.add(*fresh.values())
             new_keys.extend(fresh)
-        SeededDefault.objects.bulk_create([SeededDefault(key=k) for k in new_keys], ignore_conflicts=True)
+        InstalledDefault.objects.bulk_create([InstalledDefault(key=k) for k in new_keys], ignore_conflicts=True)

@@ -1,3 +1,4 @@
+from monitoring.models.defaults import InstalledDefault
 from monitoring.models.liveness import ProcessHeartbeat
 from monitoring.models.series import Retention, Rollup, RollupProgress, Sample, Series
 from monitoring.models.targets import Target
@@ -6,6 +7,7 @@ from monitoring.models.tokens import ApiToken
 
 __all__ = [
     "ApiToken",
+    "InstalledDefault",
     "ProcessHeartbeat",
     "Retention",
     "Rollup",

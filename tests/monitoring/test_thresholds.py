@@ -133,7 +133,7 @@ def test_a_deleted_default_is_not_re_created():
 
 
 def test_a_fresh_database_gets_each_default_exactly_once():
-    from monitoring.models.thresholds import InstalledDefault
+    from monitoring.models import InstalledDefault
 
     Threshold.objects.all().delete()
     InstalledDefault.objects.all().delete()
@@ -143,7 +143,7 @@ def test_a_fresh_database_gets_each_default_exactly_once():
 
 
 def test_a_threshold_provisioned_before_the_defaults_is_kept():
-    from monitoring.models.thresholds import InstalledDefault
+    from monitoring.models import InstalledDefault
 
     Threshold.objects.all().delete()
     InstalledDefault.objects.all().delete()
