@@ -71,7 +71,8 @@ def pss(p: psutil.Process) -> int:
 
 def role(p: psutil.Process) -> str:
     line = " ".join(p.cmdline())
-    for name in ("daphne", "beat", "worker", "runportal"):
+    # "worker" before "beat": the worker's command line holds --without-heartbeat.
+    for name in ("daphne", "worker", "beat", "runportal"):
         if name in line:
             return {"daphne": "web"}.get(name, name)
     return p.name()
