@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from opsportal.env import (
     env_url,
 )
 from opsportal.keyfiles import new_fernet_key, new_secret_key, read_or_create
+from opsportal.sqlite import ensure_wal
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -161,6 +163,10 @@ if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
         raise EnvError("DATABASE_URL", "expected a database name in the path (postgresql://host/name)")
 else:
     _sqlite_path = DATABASE_URL.removeprefix("sqlite:///") if DATABASE_URL else str(DATA_DIR / "opsportal.sqlite3")
+    try:
+        ensure_wal(_sqlite_path)
+    except sqlite3.Error as exc:
+        raise EnvError("DATABASE_URL", f"cannot open the SQLite database {_sqlite_path!r}: {exc}") from None
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _sqlite_path,
