@@ -54,3 +54,37 @@ def _fast_password_hashing() -> None:
     from django.conf import settings
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def _postgres_admin_cursor():  # type: ignore[no-untyped-def]
+    """Return a cursor on the server's maintenance database (outside any test transaction)."""
+    from django.db import connections
+
+    return connections["default"]._nodb_cursor()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _postgres_test_database_hygiene(django_db_setup, django_db_blocker):  # type: ignore[no-untyped-def]
+    """Drop test databases of dead sessions; cut stray connections so ours can be dropped.
+
+    Threads and subprocesses of live-update tests may still hold a connection when the
+    session ends; PostgreSQL then refuses to drop the database and it would pile up.
+    """
+    from django.db import connections
+
+    if not connections["default"].vendor == "postgresql":
+        yield
+        return
+    with django_db_blocker.unblock(), _postgres_admin_cursor() as cursor:
+        cursor.execute("SELECT datname FROM pg_database WHERE datname LIKE 'test_opsportal_%%'")
+        for (name,) in cursor.fetchall():
+            pid = name.rsplit("_", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    yield
+    name = connections["default"].settings_dict["NAME"]
+    with django_db_blocker.unblock(), _postgres_admin_cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
