@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
@@ -32,8 +33,10 @@ class OpsPortalConfig(AppConfig):
         # management commands import this too.
         from opsportal import celery, live_wiring  # noqa: F401
         from opsportal.seeding import seed_defaults
+        from opsportal.sqlite import on_connection_created
 
         # Receivers only: they publish live events when other apps send their signals.
         live_wiring.connect()
 
         post_migrate.connect(seed_defaults, sender=self, dispatch_uid="opsportal.seed_defaults")
+        connection_created.connect(on_connection_created, dispatch_uid="opsportal.sqlite_wal")

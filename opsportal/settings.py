@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-import sqlite3
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,6 @@ from opsportal.env import (
     env_url,
 )
 from opsportal.keyfiles import new_fernet_key, new_secret_key, read_or_create
-from opsportal.sqlite import ensure_wal
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -163,10 +161,6 @@ if DATABASE_URL and not DATABASE_URL.startswith("sqlite"):
         raise EnvError("DATABASE_URL", "expected a database name in the path (postgresql://host/name)")
 else:
     _sqlite_path = DATABASE_URL.removeprefix("sqlite:///") if DATABASE_URL else str(DATA_DIR / "opsportal.sqlite3")
-    try:
-        ensure_wal(_sqlite_path)
-    except sqlite3.Error as exc:
-        raise EnvError("DATABASE_URL", f"cannot open the SQLite database {_sqlite_path!r}: {exc}") from None
     _db = {
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _sqlite_path,
@@ -175,7 +169,8 @@ else:
             # the busy timeout instead of failing with "database is locked" mid-way.
             "transaction_mode": "IMMEDIATE",
             "timeout": 20,
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
+            # WAL is set by opsportal.sqlite on each new connection (with a retry).
+            "init_command": "PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=20000;",
         },
         # A file, not the in-memory shared cache, which locks whole tables.
         "TEST": {"NAME": str(DATA_DIR / "test.sqlite3")},

@@ -1,26 +1,35 @@
-"""SQLite set-up that must happen once per database file, not once per connection."""
+"""SQLite in WAL mode, set on every new connection with a retry.
+
+The journal mode is stored in the database file, so once a file is in WAL mode the
+``PRAGMA journal_mode=WAL`` each connection runs is a no-op. Switching a brand-new
+file needs an exclusive lock that SQLite does not wait for: several threads or
+processes opening it at once (readiness checks, a worker and beat starting together)
+would fail with "database is locked". Hence not an ``init_command`` but a
+``connection_created`` receiver that retries.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from typing import Any
+
+ATTEMPTS = 50
 
 
-def ensure_wal(path: str, *, attempts: int = 50) -> None:
-    """Switch the database file at ``path`` to WAL journaling (creating the file if needed).
-
-    The mode is stored in the file, so later ``PRAGMA journal_mode=WAL`` statements in
-    each connection's init command are no-ops. Switching needs an exclusive lock that
-    SQLite does not wait for: several threads or processes opening a brand-new file at
-    once would otherwise fail with "database is locked". Retried here, once, early.
-    """
+def set_wal(execute: Any, *, attempts: int = ATTEMPTS) -> None:
+    """Run ``PRAGMA journal_mode=WAL`` through ``execute``, retrying while the file is locked."""
     for attempt in range(attempts):
         try:
-            with sqlite3.connect(path, timeout=20) as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.close()
+            execute("PRAGMA journal_mode=WAL")
             return
         except sqlite3.OperationalError as error:
             if "locked" not in str(error) or attempt == attempts - 1:
                 raise
             time.sleep(0.02 * (attempt + 1))
+
+
+def on_connection_created(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """``connection_created`` receiver: WAL for every SQLite connection Django opens."""
+    if connection.vendor == "sqlite":
+        set_wal(connection.connection.execute)

@@ -1,11 +1,14 @@
-"""A brand-new SQLite file opened by many threads at once must not fail with "locked"."""
+"""A brand-new SQLite file opened by many connections at once must not fail with "locked"."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
 
-from opsportal.sqlite import ensure_wal
+import pytest
+from django.db import connection
+
+from opsportal.sqlite import set_wal
 
 
 def test_many_first_connections_to_a_new_database_all_succeed_in_wal_mode(tmp_path):
@@ -15,7 +18,9 @@ def test_many_first_connections_to_a_new_database_all_succeed_in_wal_mode(tmp_pa
 
         def open_it(path: str = path) -> None:
             try:
-                ensure_wal(path)
+                conn = sqlite3.connect(path, timeout=20)
+                set_wal(conn.execute)
+                conn.close()
             except sqlite3.Error as error:
                 failures.append(repr(error))
 
@@ -24,7 +29,15 @@ def test_many_first_connections_to_a_new_database_all_succeed_in_wal_mode(tmp_pa
             t.start()
         for t in threads:
             t.join()
-        with sqlite3.connect(path) as conn:
-            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
     assert failures == []
+
+
+def test_django_connections_use_wal(db):
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite only: PostgreSQL has no journal mode")
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA journal_mode")
+        assert cursor.fetchone()[0] == "wal"
