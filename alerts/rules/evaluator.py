@@ -144,7 +144,7 @@ def evaluate(expr: Expr, source: Source, now: dt.datetime, cache: EvaluationCach
         cache = EvaluationCache(now)
     elif cache.now != now:
         raise ValueError("the cache belongs to an evaluation at another time")
-    value = _Evaluator(source, cache).eval(expr)
+    value = _Evaluator(source, cache).value_of(expr)
     if isinstance(value, float):
         return [Result({}, value)] if math.isfinite(value) else []
     return _results(value)
@@ -171,7 +171,7 @@ class _Evaluator:
         self.source = source
         self.cache = cache
 
-    def eval(self, expr: Expr) -> Value:
+    def value_of(self, expr: Expr) -> Value:
         if isinstance(expr, NumberLiteral):
             return expr.value
         if isinstance(expr, Selector | RangeFunction):
@@ -188,7 +188,7 @@ class _Evaluator:
         if isinstance(expr, Aggregation):
             return self.aggregation(expr)
         if isinstance(expr, Negation):
-            operand = self.eval(expr.expr)
+            operand = self.value_of(expr.expr)
             if isinstance(operand, float):
                 return -operand
             return {key: (-value, None) for key, (value, _) in operand.items()}
@@ -197,7 +197,7 @@ class _Evaluator:
         raise TypeError(f"not an expression: {expr!r}")
 
     def vector(self, expr: Expr) -> Vector:
-        value = self.eval(expr)
+        value = self.value_of(expr)
         return {(): (value, None)} if isinstance(value, float) else value
 
     def aggregation(self, expr: Aggregation) -> Vector:
@@ -218,7 +218,7 @@ class _Evaluator:
             return _set_operation("unless", self.vector(expr.lhs), self.vector(expr.rhs.expr), expr.matching)
         if op in ("and", "or"):
             return _set_operation(op, self.vector(expr.lhs), self.vector(expr.rhs), expr.matching)
-        lhs, rhs = self.eval(expr.lhs), self.eval(expr.rhs)
+        lhs, rhs = self.value_of(expr.lhs), self.value_of(expr.rhs)
         if isinstance(lhs, float) and isinstance(rhs, float):
             return _scalars(op, lhs, rhs)
         if isinstance(rhs, float):
