@@ -7,7 +7,6 @@ Skips when chromium is absent; fails instead when ``OPSPORTAL_REQUIRE_SERVICES=1
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,43 +16,17 @@ from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.test import Client
 
-from opsportal.pytest_plugin import require_services
 from tests.e2e.servers import ROOT, Server, server_env, start_daphne
 
-CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", "/usr/bin/chromium") if os.path.exists(p)), None)
 ARTIFACTS = ROOT / "test-artifacts"
 PASSWORD = "pw-e2e-browser-1234"
 HOST = "e2e-host"
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
-if CHROMIUM is None:
-    if require_services():
-        raise RuntimeError("OPSPORTAL_REQUIRE_SERVICES=1 but Debian's chromium is not installed (package chromium)")
-    pytestmark.append(pytest.mark.skip(reason="chromium is not installed (apt-get install chromium)"))
 
 sync_api = pytest.importorskip("playwright.sync_api")
 expect = sync_api.expect
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 @pytest.fixture
