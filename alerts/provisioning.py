@@ -37,6 +37,19 @@ def _stored(channel: NotificationChannel, field: str) -> str | None:
         return None
 
 
+def _read_name(item: Mapping[str, Any], max_length: int, fields: dict[str, Any], errors: list[tuple[str, str]]) -> None:
+    """Put the item's stripped ``name`` into ``fields``, or its error into ``errors``."""
+    name = item.get("name")
+    if name is None:
+        errors.append((".name", "required"))
+    elif not isinstance(name, str) or not name.strip():
+        errors.append((".name", "must be a non-empty name"))
+    elif len(name.strip()) > max_length:
+        errors.append((".name", f"at most {max_length} characters"))
+    else:
+        fields["name"] = name.strip()
+
+
 class ChannelsSection:
     name = "channels"
     # Webhook URLs carry their token in the path, so every target counts as a secret.
@@ -46,15 +59,7 @@ class ChannelsSection:
         """Return the model fields an item sets and the type errors found (key, message)."""
         fields: dict[str, Any] = {}
         errors: list[tuple[str, str]] = []
-        name = item.get("name")
-        if name is None:
-            errors.append((".name", "required"))
-        elif not isinstance(name, str) or not name.strip():
-            errors.append((".name", "must be a non-empty name"))
-        elif len(name.strip()) > NAME_MAX:
-            errors.append((".name", f"at most {NAME_MAX} characters"))
-        else:
-            fields["name"] = name.strip()
+        _read_name(item, NAME_MAX, fields, errors)
         kind = item.get("kind")
         kinds = ", ".join(NotificationChannel.Kind.values)
         if kind is None:
@@ -238,16 +243,7 @@ class RulesSection:
 
         fields: dict[str, Any] = _rule_defaults()
         errors: list[tuple[str, str]] = []
-        name = item.get("name")
-        name_max = AlertRule._meta.get_field("name").max_length or 200
-        if name is None:
-            errors.append((".name", "required"))
-        elif not isinstance(name, str) or not name.strip():
-            errors.append((".name", "must be a non-empty name"))
-        elif len(name.strip()) > name_max:
-            errors.append((".name", f"at most {name_max} characters"))
-        else:
-            fields["name"] = name.strip()
+        _read_name(item, AlertRule._meta.get_field("name").max_length or 200, fields, errors)
         expr = item.get("expr")
         if expr is None:
             errors.append((".expr", 'required, e.g. "avg_over_time(system_cpu_usage_percent[5m]) > 85"'))
